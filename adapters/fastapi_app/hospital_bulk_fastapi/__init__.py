@@ -1,0 +1,1 @@
+"""The HTTP service: a thin FastAPI adapter over :mod:`hospital_bulk`."""

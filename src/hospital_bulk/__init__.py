@@ -1,0 +1,1 @@
+"""Load hospital CSV files into a Hospital Directory API exactly once."""

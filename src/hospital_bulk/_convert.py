@@ -1,0 +1,43 @@
+"""The one cattrs converter of the library, built once.
+
+Hooks live here rather than on a global converter so that users' own cattrs
+configuration never changes how we read the upstream or our stores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypeVar
+from uuid import UUID
+
+import cattrs
+
+
+def parse_datetime(value: str | dt.datetime) -> dt.datetime:
+    """Parse an ISO-8601 time; a naive one is taken as UTC (the upstream sends naive ones)."""
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(UUID, lambda value, _: UUID(str(value)))
+    converter.register_unstructure_hook(UUID, str)
+    converter.register_structure_hook(dt.datetime, lambda value, _: parse_datetime(value))
+    converter.register_unstructure_hook(dt.datetime, lambda value: value.isoformat())
+    return converter
+
+
+converter = make_converter()
+
+T = TypeVar("T")
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    return converter.structure(data, cls)
+
+
+def unstructure(value: Any) -> Any:
+    return converter.unstructure(value)

@@ -1,0 +1,91 @@
+"""Every error the library raises derives from :class:`HospitalBulkError`.
+
+::
+
+    HospitalBulkError
+    ├── DirectoryError                 a call to the upstream directory failed
+    │   ├── RejectedError              4xx (not 408/429): permanent, carries the upstream's reason
+    │   ├── ThrottledError             429: nothing stored; ``retry_after`` when the upstream sent one
+    │   ├── NotSentError               nothing reached the upstream (connect error, pool timeout)
+    │   └── MaybeLandedError           the request may have been applied (timeout after sending,
+    │                                  5xx, broken or unparsable response)
+    ├── JobNotFoundError               no job with that id
+    ├── JobConflictError               the job's state does not allow the operation (e.g. running)
+    ├── InvalidCsvError                a file failed validation; carries the report
+    └── StoreError                     the job store failed
+
+Retry safety follows the classes: ``ThrottledError`` and ``NotSentError`` may be
+retried blindly; after ``MaybeLandedError`` a create must be reconciled first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import ValidationReport
+
+
+class HospitalBulkError(Exception):
+    """Base class of every error raised by ``hospital_bulk``."""
+
+
+class DirectoryError(HospitalBulkError):
+    """A call to the upstream Hospital Directory failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class RejectedError(DirectoryError):
+    """The upstream refused the request for good (4xx other than 408 and 429)."""
+
+
+class ThrottledError(DirectoryError):
+    """The upstream answered 429; nothing was stored."""
+
+    def __init__(
+        self, message: str, *, status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class NotSentError(DirectoryError):
+    """The request never reached the upstream: safe to send again."""
+
+
+class MaybeLandedError(DirectoryError):
+    """The request may have been applied upstream; only a look tells."""
+
+
+class JobNotFoundError(HospitalBulkError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class JobConflictError(HospitalBulkError):
+    """The job's current state does not allow the requested operation."""
+
+    def __init__(self, job_id: str, state: str, operation: str) -> None:
+        super().__init__(f"job {job_id!r} is {state}: cannot {operation} it now")
+        self.job_id = job_id
+        self.state = state
+        self.operation = operation
+
+
+class InvalidCsvError(HospitalBulkError):
+    """A CSV file failed validation; ``report`` holds the findings."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        super().__init__(f"the file has {report.error_count} error(s)")
+        self.report = report
+
+
+class StoreError(HospitalBulkError):
+    """The job store failed."""
