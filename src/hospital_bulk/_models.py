@@ -110,3 +110,15 @@ class ValidationReport:
     @property
     def valid(self) -> bool:
         return self.error_count == 0
+
+
+@attrs.frozen
+class RateLimit:
+    """At most ``count`` requests per fixed window of ``window`` seconds.
+
+    The window opens at the first request after the previous one closed, as the
+    upstream's limiter does ("30 per 1 minute").
+    """
+
+    count: int
+    window: float = 60.0
