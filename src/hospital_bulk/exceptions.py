@@ -4,8 +4,8 @@
 
     HospitalBulkError
     ├── DirectoryError                 a call to the upstream directory failed
-    │   ├── RejectedError              4xx (not 408/429): permanent, carries the upstream's reason
-    │   ├── ThrottledError             429: nothing stored; ``retry_after`` when the upstream sent one
+    │   ├── RejectedError              4xx (not 408/429): permanent, with the upstream's reason
+    │   ├── ThrottledError             429: nothing stored; ``retry_after`` if sent
     │   ├── NotSentError               nothing reached the upstream (connect error, pool timeout)
     │   └── MaybeLandedError           the request may have been applied (timeout after sending,
     │                                  5xx, broken or unparsable response)
@@ -73,7 +73,7 @@ class JobConflictError(HospitalBulkError):
     """The job's current state does not allow the requested operation."""
 
     def __init__(self, job_id: str, state: str, operation: str) -> None:
-        super().__init__(f"job {job_id!r} is {state}: cannot {operation} it now")
+        super().__init__(f"job {job_id!r} is {state}: cannot {operation}")
         self.job_id = job_id
         self.state = state
         self.operation = operation
