@@ -1,1 +1,89 @@
-"""Load hospital CSV files into a Hospital Directory API exactly once."""
+"""Load hospital CSV files into a Hospital Directory API exactly once.
+
+Validate a file, create every hospital under a batch id, activate the batch, and
+account for every row — paced to the upstream's limits, resumable after any
+failure, observable as a stream of events.
+"""
+
+from __future__ import annotations
+
+from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
+from ._csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
+from ._events import Event, EventDraft, EventType
+from ._jobs import Job, JobState, Progress, RowOutcome, RowState
+from ._models import (
+    Finding,
+    FindingCode,
+    Hospital,
+    HospitalRecord,
+    RateLimit,
+    Severity,
+    ValidationReport,
+)
+from ._pacing import CallKind, LocalRateGate, RateGate
+from ._processor import BulkProcessor, JobSnapshot, ProcessingJob, ProcessorSettings
+from ._runner import RetryPolicy
+from ._store import JobStore
+from ._summary import JobSummary, RowSummary
+from .exceptions import (
+    DirectoryError,
+    HospitalBulkError,
+    InvalidCsvError,
+    JobConflictError,
+    JobNotFoundError,
+    MaybeLandedError,
+    NotSentError,
+    RejectedError,
+    StoreError,
+    ThrottledError,
+)
+from .stores.memory import MemoryStore
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "BulkProcessor",
+    "CallKind",
+    "CsvOptions",
+    "CsvReader",
+    "CsvRow",
+    "DirectoryClient",
+    "DirectoryError",
+    "DirectoryTimeouts",
+    "Event",
+    "EventDraft",
+    "EventType",
+    "Finding",
+    "FindingCode",
+    "Hospital",
+    "HospitalBulkError",
+    "HospitalRecord",
+    "HttpDirectoryClient",
+    "InvalidCsvError",
+    "Job",
+    "JobConflictError",
+    "JobNotFoundError",
+    "JobSnapshot",
+    "JobState",
+    "JobStore",
+    "JobSummary",
+    "LocalRateGate",
+    "MaybeLandedError",
+    "MemoryStore",
+    "NotSentError",
+    "ProcessingJob",
+    "ProcessorSettings",
+    "Progress",
+    "RateGate",
+    "RateLimit",
+    "RejectedError",
+    "RetryPolicy",
+    "RowOutcome",
+    "RowState",
+    "RowSummary",
+    "Severity",
+    "StoreError",
+    "ThrottledError",
+    "ValidationReport",
+    "read_csv",
+    "validate_csv",
+]

@@ -1,0 +1,106 @@
+"""Engine benchmarks against the in-memory FakeDirectory (run by hand, not a test).
+
+    python benchmarks/engine.py            # all three
+    python benchmarks/engine.py throughput # or: cpu, paced
+
+(a) throughput: 2,000 rows, 50 ms latency, concurrency 20, unpaced; ratio of the
+    measured rows/s to the ideal concurrency / latency (target >= 0.90).
+(b) cpu: a zero-latency fake; process CPU time per row (target <= 200 us).
+(c) paced: a fake enforcing 50 creates per 2 s window, 300 rows, the processor paced
+    to the same limit; elapsed vs the floor (the sixth window opens at 10 s, plus one
+    latency): floor / elapsed (target >= 0.95), and zero 429s.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+
+import anyio
+
+from hospital_bulk import BulkProcessor, JobState, ProcessorSettings, RateLimit, RetryPolicy
+from hospital_bulk.testing import FakeDirectory
+
+
+def csv_file(rows: int) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["name", "address", "phone"])
+    for n in range(rows):
+        writer.writerow([f"Hospital {n}", f"{n} Main Street, Springfield", f"555-{n % 10000:04d}"])
+    return out.getvalue().encode()
+
+
+def settings(**changes: object) -> ProcessorSettings:
+    base: dict[str, object] = {
+        "concurrency": 20,
+        "create_limit": None,
+        "other_limit": None,
+        "retry": RetryPolicy(backoff_initial=0.01, backoff_max=0.1),
+    }
+    base.update(changes)
+    return ProcessorSettings(**base)  # type: ignore[arg-type]
+
+
+async def run_job(fake: FakeDirectory, config: ProcessorSettings, rows: int) -> float:
+    bulk = BulkProcessor(fake, settings=config)
+    job = await bulk.submit(csv_file(rows))
+    start = time.perf_counter()
+    summary = await bulk.run(job.id)
+    elapsed = time.perf_counter() - start
+    assert summary.state == JobState.COMPLETED, summary.state
+    assert len(fake.hospitals) == rows
+    return elapsed
+
+
+async def throughput() -> None:
+    rows, latency, concurrency = 2000, 0.05, 20
+    fake = FakeDirectory(latency=latency)
+    elapsed = await run_job(fake, settings(concurrency=concurrency), rows)
+    ideal = concurrency / latency
+    measured = rows / elapsed
+    print(
+        f"(a) throughput: {rows} rows in {elapsed:.2f} s = {measured:.1f} rows/s; "
+        f"ideal {ideal:.0f} rows/s; ratio {measured / ideal:.3f} (target >= 0.90)"
+    )
+
+
+async def cpu() -> None:
+    rows = 5000
+    fake = FakeDirectory(latency=0.0)
+    config = settings(concurrency=50)
+    bulk = BulkProcessor(fake, settings=config)
+    job = await bulk.submit(csv_file(rows))
+    start = time.process_time()
+    summary = await bulk.run(job.id)
+    used = time.process_time() - start
+    assert summary.state == JobState.COMPLETED
+    print(
+        f"(b) cpu: {rows} rows, {used:.3f} s CPU = {used / rows * 1e6:.1f} us per row "
+        f"(target <= 200 us)"
+    )
+
+
+async def paced() -> None:
+    rows, limit, latency = 300, RateLimit(50, 2.0), 0.05
+    fake = FakeDirectory(latency=latency, create_limit=limit)
+    elapsed = await run_job(fake, settings(concurrency=50, create_limit=limit), rows)
+    windows = -(-rows // limit.count)
+    floor = (windows - 1) * limit.window + latency
+    print(
+        f"(c) paced: {rows} rows at {limit.count} per {limit.window:g} s: {elapsed:.2f} s; "
+        f"floor {floor:.2f} s; speed vs floor {floor / elapsed:.3f} (target >= 0.95); "
+        f"429s seen: {fake.stats.throttled}"
+    )
+
+
+def main() -> None:
+    wanted = sys.argv[1:] or ["throughput", "cpu", "paced"]
+    for name in wanted:
+        anyio.run({"throughput": throughput, "cpu": cpu, "paced": paced}[name])
+
+
+if __name__ == "__main__":
+    main()

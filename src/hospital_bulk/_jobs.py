@@ -1,0 +1,210 @@
+"""Jobs, row outcomes and events: the records the engine keeps in a store.
+
+A job is one uploaded file (its id is the ``batch_id`` clients see). Its state
+changes only through :data:`TRANSITIONS`, applied by the store as a
+compare-and-set so that two runners can never both start the same job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Iterable
+from uuid import UUID
+
+import attrs
+
+from ._models import HospitalRecord
+from .exceptions import JobConflictError
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    ACTIVATING = "activating"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    DELETED = "deleted"
+
+    @property
+    def is_active(self) -> bool:
+        """A runner is working on the job right now."""
+        return self in ACTIVE_STATES
+
+    @property
+    def is_resumable(self) -> bool:
+        return self in RESUMABLE_STATES
+
+
+ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.ACTIVATING})
+RESUMABLE_STATES = frozenset(
+    {
+        JobState.COMPLETED_WITH_ERRORS,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.INTERRUPTED,
+    }
+)
+FINISHED_STATES = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.COMPLETED_WITH_ERRORS,
+        JobState.FAILED,
+        JobState.CANCELLED,
+    }
+)
+
+#: For each target state, the states a job may move to it from.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.RUNNING: frozenset({JobState.PENDING}) | RESUMABLE_STATES,
+    JobState.ACTIVATING: frozenset({JobState.RUNNING}),
+    JobState.COMPLETED: ACTIVE_STATES,
+    JobState.COMPLETED_WITH_ERRORS: ACTIVE_STATES,
+    JobState.FAILED: ACTIVE_STATES,
+    JobState.CANCELLED: ACTIVE_STATES | {JobState.PENDING},
+    JobState.INTERRUPTED: ACTIVE_STATES,
+    # Deleting again re-sends the upstream deletes: a first attempt may have failed halfway.
+    JobState.DELETED: frozenset(JobState) - ACTIVE_STATES,
+}
+
+
+class RowState(enum.StrEnum):
+    PENDING = "pending"
+    CREATED = "created"
+    ACTIVATED = "activated"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen
+class Progress:
+    """The counters a progress bar needs, carried by every event."""
+
+    total: int
+    created: int = 0  # created upstream, activated or not
+    activated: int = 0
+    failed: int = 0
+    unknown: int = 0
+    rate: float = 0.0  # rows created per second in the current run
+
+    @property
+    def done(self) -> int:
+        """Rows with a settled outcome in this run: created or failed."""
+        return self.created + self.failed
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.created - self.failed - self.unknown
+
+    @classmethod
+    def count(cls, rows: Iterable[RowOutcome], *, rate: float = 0.0) -> Progress:
+        total = created = activated = failed = unknown = 0
+        for row in rows:
+            total += 1
+            if row.state is RowState.ACTIVATED:
+                created += 1
+                activated += 1
+            elif row.state is RowState.CREATED:
+                created += 1
+            elif row.state is RowState.FAILED:
+                failed += 1
+            elif row.state is RowState.UNKNOWN:
+                unknown += 1
+        return cls(total, created, activated, failed, unknown, rate)
+
+
+@attrs.frozen
+class RowOutcome:
+    """What happened to one input row."""
+
+    row: int  # 1-based data row of the file
+    line: int  # physical line of the file
+    record: HospitalRecord
+    batch_id: UUID  # the upstream creation_batch_id this row goes into
+    state: RowState = RowState.PENDING
+    hospital_id: int | None = None
+    attempts: int = 0  # creates sent; a pending row with attempts > 0 may have landed
+    error_code: str | None = None
+    error: str | None = None
+
+
+@attrs.frozen
+class Job:
+    id: str
+    state: JobState
+    total_rows: int
+    batch_ids: tuple[UUID, ...]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    progress: Progress
+    file_name: str | None = None
+    idempotency_key: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    runs: int = 0
+    last_seq: int = 0
+    #: The processor running the job, and until when its lease holds.
+    owner: str | None = None
+    lease_expires: dt.datetime | None = None
+
+    def lease_expired(self, now: dt.datetime) -> bool:
+        return self.lease_expires is None or self.lease_expires <= now
+
+
+def transition_job(
+    job: Job,
+    state: JobState,
+    now: dt.datetime,
+    *,
+    allowed: frozenset[JobState] | None = None,
+    owner: str | None = None,
+    lease: float | None = None,
+) -> Job:
+    """``job`` moved to ``state``: the one rule book every store applies, atomically.
+
+    Raises :class:`JobConflictError` unless the move is in :data:`TRANSITIONS` (and from
+    a state in ``allowed``), and, for an active job, unless ``owner`` is its owner (a
+    recovering process names the dead owner it replaces). Moving into an active state
+    takes the lease for ``owner``; moving out of one drops it.
+    """
+    sources = TRANSITIONS[state] if allowed is None else TRANSITIONS[state] & allowed
+    if job.state not in sources:
+        raise JobConflictError(job.id, job.state, f"move it to {state}")
+    if job.state.is_active and job.owner not in (None, owner):
+        raise JobConflictError(job.id, job.state, f"move it to {state} (another owner runs it)")
+    moved = attrs.evolve(job, state=state, updated_at=now)
+    if state.is_active:
+        expires = now + dt.timedelta(seconds=lease) if lease is not None else None
+        moved = attrs.evolve(moved, owner=owner, lease_expires=expires)
+    else:
+        moved = attrs.evolve(moved, owner=None, lease_expires=None)
+    if state is JobState.RUNNING:
+        return attrs.evolve(moved, started_at=now, finished_at=None, runs=job.runs + 1)
+    if state in FINISHED_STATES or state is JobState.INTERRUPTED:
+        return attrs.evolve(moved, finished_at=now)
+    return moved
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def batch_ids_for(job_id: str, total_rows: int, batch_size: int) -> tuple[UUID, ...]:
+    """The upstream batches of a job, derived from its id alone so a restart finds them.
+
+    A job that fits in one batch uses its own id, so the id a client sees is the id
+    in the directory.
+    """
+    job_uuid = UUID(job_id)
+    count = max(1, -(-total_rows // batch_size))
+    if count == 1:
+        return (job_uuid,)
+    return tuple(uuid.uuid5(job_uuid, f"batch-{index}") for index in range(count))

@@ -1,0 +1,394 @@
+"""One run of one job: create every row exactly once, then activate its batches.
+
+The rules (DESIGN.md, "Core concepts"):
+
+- a create that provably never reached the upstream (not sent, 429) is retried
+  with backoff; one that may have landed makes the row ``unknown`` and is never
+  re-sent blindly: the batch is listed first and matched as a multiset on
+  (name, address, phone), extra copies found are deleted;
+- a batch is activated only when every one of its rows is confirmed created,
+  because the upstream activates a batch once and all at once;
+- every row change is saved with its event before the next step relies on it.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from uuid import UUID
+
+import anyio
+import attrs
+import stamina
+
+from ._client import DirectoryClient
+from ._events import EventDraft, EventType
+from ._jobs import Job, JobState, Progress, RowOutcome, RowState
+from ._models import Hospital
+from ._pacing import CallKind, Pacer, full_jitter
+from ._store import JobStore
+from .exceptions import (
+    DirectoryError,
+    MaybeLandedError,
+    NotSentError,
+    RejectedError,
+    ThrottledError,
+)
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class RetryPolicy:
+    attempts: int = 10
+    timeout: float = 900.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    reconcile_rounds: int = 3
+
+
+class StopRequestedError(Exception):
+    """Raised inside a run when it was asked to stop before a call was sent."""
+
+
+class _Tally:
+    """Row counters kept incrementally: recounting every row per event would be O(n²)."""
+
+    def __init__(self, rows: Sequence[RowOutcome]) -> None:
+        progress = Progress.count(rows)
+        self.counts = collections.Counter(row.state for row in rows)
+        self.total = progress.total
+        self.created_this_run = 0
+        self.started = time.monotonic()
+
+    def move(self, old: RowState, new: RowState) -> None:
+        self.counts[old] -= 1
+        self.counts[new] += 1
+        if new is RowState.CREATED and old is not RowState.ACTIVATED:
+            self.created_this_run += 1
+
+    def progress(self) -> Progress:
+        counts = self.counts
+        elapsed = time.monotonic() - self.started
+        rate = self.created_this_run / elapsed if elapsed > 0 else 0.0
+        return Progress(
+            total=self.total,
+            created=counts[RowState.CREATED] + counts[RowState.ACTIVATED],
+            activated=counts[RowState.ACTIVATED],
+            failed=counts[RowState.FAILED],
+            unknown=counts[RowState.UNKNOWN],
+            rate=round(rate, 3),
+        )
+
+
+class JobRun:
+    """The state of one job while this process runs it."""
+
+    def __init__(
+        self,
+        job: Job,
+        rows: Sequence[RowOutcome],
+        *,
+        client: DirectoryClient,
+        store: JobStore,
+        pacer: Pacer,
+        policy: RetryPolicy,
+        on_throttle: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.job = job
+        self.rows = {row.row: row for row in rows}
+        self._batches: dict[UUID, list[int]] = collections.defaultdict(list)
+        for row in rows:
+            self._batches[row.batch_id].append(row.row)
+        self.client = client
+        self.store = store
+        self.pacer = pacer
+        self.policy = policy
+        self.on_throttle = on_throttle
+        self.tally = _Tally(rows)
+        self.stop_requested = False
+        self.lease_lost = False
+        self.throttled = False
+
+    # -- the whole run ---------------------------------------------------------------
+
+    async def create_all(self) -> None:
+        async with anyio.create_task_group() as group:
+            for batch_id in self.job.batch_ids:
+                group.start_soon(self._create_batch, batch_id)
+
+    async def activate_all(self) -> None:
+        async with anyio.create_task_group() as group:
+            for batch_id in self.job.batch_ids:
+                group.start_soon(self._activate_batch, batch_id)
+
+    def final_state(self) -> JobState:
+        if self.stop_requested:
+            return JobState.CANCELLED
+        progress = self.tally.progress()
+        if progress.activated == progress.total:
+            return JobState.COMPLETED
+        if progress.created > 0:
+            return JobState.COMPLETED_WITH_ERRORS
+        return JobState.FAILED
+
+    async def emit(self, draft_type: EventType, **fields: object) -> None:
+        draft = EventDraft(type=draft_type, progress=self.tally.progress(), **fields)  # type: ignore[arg-type]
+        await self.store.save(self.job.id, (), [draft])
+
+    # -- creates ---------------------------------------------------------------------
+
+    def batch_rows(self, batch_id: UUID) -> list[RowOutcome]:
+        return [self.rows[number] for number in self._batches[batch_id]]
+
+    async def _create_batch(self, batch_id: UUID) -> None:
+        uncertain = any(_may_have_landed(row) for row in self.batch_rows(batch_id))
+        if uncertain and not await self._try_reconcile(batch_id):
+            return
+        # Failed rows are retried once per run; later rounds resend only what the
+        # listing proved missing.
+        retry: tuple[RowState, ...] = (RowState.PENDING, RowState.FAILED)
+        for _ in range(self.policy.reconcile_rounds + 1):
+            todo = [row.row for row in self.batch_rows(batch_id) if row.state in retry]
+            async with anyio.create_task_group() as group:
+                for number in todo:
+                    group.start_soon(self._create_row, number)
+            if self.stop_requested or not any(
+                row.state is RowState.UNKNOWN for row in self.batch_rows(batch_id)
+            ):
+                return
+            if not await self._try_reconcile(batch_id):
+                return
+            retry = (RowState.PENDING,)
+
+    async def _create_row(self, number: int) -> None:
+        row = self.rows[number]
+
+        async def send() -> Hospital:
+            # Saved before sending: after a crash, attempts > 0 says "may have landed".
+            await self._update(
+                attrs.evolve(self.rows[number], attempts=self.rows[number].attempts + 1)
+            )
+            return await self.client.create_hospital(row.record, row.batch_id)
+
+        try:
+            hospital = await self.call(CallKind.CREATE, send)
+        except StopRequestedError:
+            return
+        except MaybeLandedError as error:
+            await self._set(number, RowState.UNKNOWN, EventType.ROW_UNKNOWN, "maybe_landed", error)
+        except RejectedError as error:
+            await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "rejected", error)
+        except ThrottledError as error:
+            await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "throttled", error)
+        except NotSentError as error:
+            await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "not_sent", error)
+        else:
+            created = attrs.evolve(
+                self.rows[number],
+                state=RowState.CREATED,
+                hospital_id=hospital.id,
+                error=None,
+                error_code=None,
+            )
+            await self._update(created, EventType.ROW_CREATED)
+
+    # -- reconciliation --------------------------------------------------------------
+
+    async def _try_reconcile(self, batch_id: UUID) -> bool:
+        """Reconcile; ``False`` when the upstream would not answer even after retries:
+        the batch then waits, unknown rows and all, for a resume."""
+        try:
+            await self._reconcile(batch_id)
+        except DirectoryError:
+            return False
+        return True
+
+    async def _reconcile(self, batch_id: UUID) -> None:
+        """Match the batch as listed upstream with our rows; unmatched rows become pending.
+
+        Rows that know their hospital id keep it while it is listed. The other
+        hospitals are matched as a multiset on (name, address, phone) against rows that
+        may have landed, unknown ones first. What no row claims is an extra copy: deleted.
+        """
+        listing = await self.call(
+            CallKind.OTHER, lambda: self.client.list_batch(batch_id), idempotent=True
+        )
+        by_id = {hospital.id: hospital for hospital in listing}
+        rows = self.batch_rows(batch_id)
+        for row in rows:
+            if row.hospital_id is None:
+                continue
+            hospital = by_id.pop(row.hospital_id, None)
+            if hospital is None:
+                # Gone upstream (restarted, or dropped past its capacity): send again.
+                await self._set(row.row, RowState.PENDING, None, None, None, hospital_id=None)
+            elif hospital.active and row.state is not RowState.ACTIVATED:
+                await self._update(attrs.evolve(row, state=RowState.ACTIVATED))
+
+        unclaimed: dict[tuple[str, str, str | None], list[Hospital]] = collections.defaultdict(list)
+        for hospital in sorted(by_id.values(), key=lambda hospital: hospital.id):
+            unclaimed[hospital.record().key()].append(hospital)
+        candidates = [r for r in rows if r.hospital_id is None and _may_have_landed(r)]
+        candidates.sort(key=lambda r: r.state is not RowState.UNKNOWN)
+        for row in candidates:
+            copies = unclaimed.get(row.record.key())
+            if copies:
+                hospital = copies.pop(0)
+                state = RowState.ACTIVATED if hospital.active else RowState.CREATED
+                found = attrs.evolve(
+                    row, state=state, hospital_id=hospital.id, error=None, error_code=None
+                )
+                await self._update(found, EventType.ROW_CREATED)
+            else:
+                await self._set(row.row, RowState.PENDING, None, None, None)
+        for copies in unclaimed.values():
+            for extra in copies:
+                await self.call(
+                    CallKind.OTHER,
+                    functools.partial(self.client.delete_hospital, extra.id),
+                    idempotent=True,
+                )
+
+    # -- activation ------------------------------------------------------------------
+
+    async def _activate_batch(self, batch_id: UUID) -> None:
+        for _ in range(self.policy.reconcile_rounds + 1):
+            rows = self.batch_rows(batch_id)
+            if any(row.state not in (RowState.CREATED, RowState.ACTIVATED) for row in rows):
+                return  # never activate a batch with a row missing: it could never be fixed
+            if all(row.state is RowState.ACTIVATED for row in rows):
+                return
+            try:
+                count = await self.call(
+                    CallKind.OTHER, lambda: self.client.activate_batch(batch_id)
+                )
+            except StopRequestedError:
+                return
+            except (MaybeLandedError, RejectedError):
+                # A lost response, or an activation of an earlier run: the listing tells.
+                if not await self._try_reconcile(batch_id):
+                    return
+                continue
+            except DirectoryError:
+                return  # retries exhausted: the job ends with this batch inactive, resumable
+            activated = [attrs.evolve(row, state=RowState.ACTIVATED) for row in rows]
+            await self._update_many(activated, batch_id=batch_id, count=count)
+            return
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def call(
+        self,
+        kind: CallKind,
+        send: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool = False,
+    ) -> T:
+        """Send through the pacer, retrying what provably did not land.
+
+        An idempotent call (a listing, a delete) is retried after a maybe-landed
+        failure too; a create or an activation never is.
+        """
+        retry_on: tuple[type[DirectoryError], ...] = (NotSentError, ThrottledError)
+        if idempotent:
+            retry_on = (*retry_on, MaybeLandedError)
+        try:
+            # Most calls succeed at once: only a failure pays for setting up retries.
+            return await self._send_once(kind, send)
+        except retry_on:
+            await anyio.sleep(self._backoff(1))
+        attempt = 1
+
+        def backoff(error: Exception) -> bool | float:
+            nonlocal attempt
+            if not isinstance(error, retry_on):
+                return False
+            attempt += 1
+            return self._backoff(attempt)
+
+        # The first attempt above counts as one.
+        async for retry in stamina.retry_context(
+            on=backoff, attempts=max(1, self.policy.attempts - 1), timeout=self.policy.timeout
+        ):
+            with retry:
+                return await self._send_once(kind, send)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        policy = self.policy
+        return full_jitter(attempt, initial=policy.backoff_initial, maximum=policy.backoff_max)
+
+    async def _send_once(self, kind: CallKind, send: Callable[[], Awaitable[T]]) -> T:
+        async with self.pacer.slot(kind):
+            if self.stop_requested and kind is CallKind.CREATE:
+                raise StopRequestedError
+            try:
+                result = await send()
+            except ThrottledError as error:
+                delay = await self.pacer.throttled(kind, error.retry_after)
+                self.throttled = True
+                await self.on_throttle(delay)
+                raise
+        if self.throttled and await self.pacer.paused_for() <= 0:
+            self.throttled = False
+            await self.on_throttle(0.0)
+        return result
+
+    # -- saving ----------------------------------------------------------------------
+
+    async def _set(
+        self,
+        number: int,
+        state: RowState,
+        event: EventType | None,
+        code: str | None,
+        error: DirectoryError | None,
+        **changes: object,
+    ) -> None:
+        row = attrs.evolve(
+            self.rows[number],
+            state=state,
+            error_code=code,
+            error=error.message if error is not None else None,
+            **changes,  # type: ignore[arg-type]
+        )
+        await self._update(row, event)
+
+    async def _update(self, row: RowOutcome, event: EventType | None = None) -> None:
+        old = self.rows[row.row]
+        self.rows[row.row] = row
+        self.tally.move(old.state, row.state)
+        drafts = []
+        if event is not None:
+            drafts.append(
+                EventDraft(
+                    type=event,
+                    progress=self.tally.progress(),
+                    row=row.row,
+                    hospital_id=row.hospital_id,
+                    batch_id=row.batch_id,
+                    error_code=row.error_code,
+                    error=row.error,
+                )
+            )
+        await self.store.save(self.job.id, [row], drafts)
+
+    async def _update_many(self, rows: Sequence[RowOutcome], *, batch_id: UUID, count: int) -> None:
+        for row in rows:
+            self.tally.move(self.rows[row.row].state, row.state)
+            self.rows[row.row] = row
+        draft = EventDraft(
+            type=EventType.BATCH_ACTIVATED,
+            progress=self.tally.progress(),
+            batch_id=batch_id,
+            count=count,
+        )
+        await self.store.save(self.job.id, rows, [draft])
+
+
+def _may_have_landed(row: RowOutcome) -> bool:
+    return row.state is RowState.UNKNOWN or (row.state is RowState.PENDING and row.attempts > 0)

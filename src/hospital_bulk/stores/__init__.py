@@ -1,0 +1,1 @@
+"""Job stores: every one implements :class:`hospital_bulk.JobStore`."""

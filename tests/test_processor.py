@@ -1,0 +1,417 @@
+"""BulkProcessor against the in-memory FakeDirectory: the named scenarios."""
+
+from __future__ import annotations
+
+import collections
+import socket
+
+import anyio
+import attrs
+import pytest
+
+from hospital_bulk import (
+    BulkProcessor,
+    EventDraft,
+    EventType,
+    InvalidCsvError,
+    JobConflictError,
+    JobNotFoundError,
+    JobState,
+    MemoryStore,
+    ProcessorSettings,
+    RateLimit,
+    RowState,
+)
+from hospital_bulk.testing import FakeDirectory, Fault
+
+from .helpers import UNPACED, csv_bytes, processor, records, upstream_copies
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(name="fake")
+def fixture_fake() -> FakeDirectory:
+    """A fresh in-memory directory with a little latency, like a real one."""
+    return FakeDirectory(latency=0.001)
+
+
+async def test_small_file_is_created_and_activated(fake: FakeDirectory) -> None:
+    """A 3-row file ends completed: one batch (the job id), every row active upstream."""
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(records(3)), file_name="three.csv")
+
+    summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert (3, 3, 0, True) == (
+        summary.total_hospitals,
+        summary.processed_hospitals,
+        summary.failed_hospitals,
+        summary.batch_activated,
+    )
+    assert ["created_and_activated"] * 3 == [row.status for row in summary.hospitals]
+    assert (str(job.batch_ids[0]),) == (job.id,)
+    upstream = fake.batch(job.batch_ids[0])
+    assert {row.hospital_id for row in summary.hospitals} == {h.id for h in upstream}
+    assert all(h.active for h in upstream)
+
+
+async def test_45_rows_make_three_batches_all_activated(fake: FakeDirectory) -> None:
+    """A 45-row job is cut into upstream batches of 20, 20 and 5, each activated."""
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(records(45)))
+
+    summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert 3 == len(set(job.batch_ids))
+    assert [20, 20, 5] == [len(fake.batch(batch_id)) for batch_id in job.batch_ids]
+    assert all(h.active for batch_id in job.batch_ids for h in fake.batch(batch_id))
+
+
+async def test_lost_response_on_row_3_makes_exactly_one_hospital(fake: FakeDirectory) -> None:
+    """Row 3's create is stored but its response lost: reconciliation finds it, no resend."""
+    rows = records(5)
+    fake.inject(Fault.FAIL_AFTER_STORING, operation="create", name=rows[2].name)
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(rows))
+
+    summary = await bulk.run(job.id)
+
+    snapshot = await bulk.get(job.id)
+    assert JobState.COMPLETED == summary.state
+    assert 1 == upstream_copies(fake, snapshot)[rows[2].key()]
+    assert all(count == 1 for count in upstream_copies(fake, snapshot).values())
+    events = [event.type for event in await bulk.store.read_events(job.id)]
+    assert EventType.ROW_UNKNOWN in events
+
+
+async def test_failure_before_storing_is_resent_once(fake: FakeDirectory) -> None:
+    """A 500 that stored nothing is reconciled (not found) and sent again: one hospital."""
+    rows = records(4)
+    fake.inject(Fault.FAIL_BEFORE_STORING, operation="create", name=rows[1].name, times=2)
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(rows))
+
+    summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert collections.Counter({r.key(): 1 for r in rows}) == upstream_copies(
+        fake, await bulk.get(job.id)
+    )
+
+
+async def test_not_sent_and_throttled_are_retried(fake: FakeDirectory) -> None:
+    """Connect errors and 429s are retried; nothing is created twice."""
+    rows = records(6)
+    fake.inject(Fault.NOT_SENT, operation="create", times=3)
+    fake.inject(Fault.THROTTLE, operation="create", times=2)
+    fake.inject(Fault.THROTTLE, operation="activate", times=1)
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(rows))
+
+    summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert 6 == len(fake.batch(job.batch_ids[0]))
+    types = [event.type for event in await bulk.store.read_events(job.id)]
+    assert EventType.THROTTLE_CHANGED in types
+
+
+async def test_rejected_row_fails_with_reason_and_batch_stays_inactive(
+    fake: FakeDirectory,
+) -> None:
+    """A rejected row fails with the upstream's reason; its batch is never activated."""
+    rows = records(3)
+    fake.inject(Fault.REJECT, operation="create", name=rows[0].name)
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(rows))
+
+    summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED_WITH_ERRORS == summary.state
+    assert ["failed", "created", "created"] == [row.status for row in summary.hospitals]
+    assert summary.hospitals[0].error
+    assert "rejected" == summary.hospitals[0].error_code
+    assert not any(h.active for h in fake.batch(job.batch_ids[0]))
+    assert (2, 1, False) == (
+        summary.processed_hospitals,
+        summary.failed_hospitals,
+        summary.batch_activated,
+    )
+
+
+async def test_resume_finishes_what_failed(fake: FakeDirectory) -> None:
+    """After a rejection, resume sends only the failed row, then activates the batch."""
+    rows = records(3)
+    fake.inject(Fault.REJECT, operation="create", name=rows[0].name)
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(rows))
+    await bulk.run(job.id)
+    creates_before = fake.stats.calls["create"]
+
+    summary = await bulk.resume(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert 1 == fake.stats.calls["create"] - creates_before
+    assert 3 == len(fake.batch(job.batch_ids[0]))
+    assert all(h.active for h in fake.batch(job.batch_ids[0]))
+
+
+async def test_lost_activation_response_is_confirmed_by_listing(fake: FakeDirectory) -> None:
+    """An activation whose response is lost is confirmed by listing, not repeated."""
+    fake.inject(Fault.FAIL_AFTER_STORING, operation="activate")
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(records(2)))
+
+    summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert 1 == fake.stats.calls["activate"]
+
+
+async def test_two_jobs_back_to_back_see_no_429(fake: FakeDirectory) -> None:
+    """Two 20-row jobs against a directory allowing 30 creates per (scaled) minute: the
+    shared pacing keeps both under the limit, so the directory never answers 429."""
+    limit = RateLimit(30, 0.6)
+    paced = FakeDirectory(latency=0.01, create_limit=limit)
+    settings = attrs.evolve(UNPACED, create_limit=limit)
+    bulk = BulkProcessor(paced, settings=settings)
+    first = await bulk.submit(csv_bytes(records(20, prefix="First")))
+    second = await bulk.submit(csv_bytes(records(20, prefix="Second")))
+    summaries = []
+
+    async def run(job_id: str) -> None:
+        summaries.append(await bulk.run(job_id))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, first.id)
+        group.start_soon(run, second.id)
+
+    assert [JobState.COMPLETED, JobState.COMPLETED] == [s.state for s in summaries]
+    assert 0 == paced.stats.throttled
+    assert 40 == len(paced.hospitals)
+
+
+async def test_invalid_file_creates_nothing(fake: FakeDirectory) -> None:
+    """An invalid file raises InvalidCsvError with the report; no job, no call upstream."""
+    bulk = processor(fake)
+
+    with pytest.raises(InvalidCsvError) as raised:
+        await bulk.submit(b"name,address\nOnly a name,\n")
+
+    assert not raised.value.report.valid
+    assert [] == await bulk.list_jobs()
+    assert 0 == fake.stats.calls["create"]
+
+
+async def test_idempotency_key_returns_the_first_job(fake: FakeDirectory) -> None:
+    """Submitting again with the same idempotency key returns the first job."""
+    bulk = processor(fake)
+    first = await bulk.submit(csv_bytes(records(2)), idempotency_key="upload-1")
+
+    again = await bulk.submit(csv_bytes(records(2)), idempotency_key="upload-1")
+
+    assert first.id == again.id
+    assert 1 == len(await bulk.list_jobs())
+
+
+async def test_run_twice_is_a_conflict(fake: FakeDirectory) -> None:
+    """A second run of a job that is running or finished is a JobConflictError."""
+    slow = FakeDirectory(latency=0.2)
+    bulk = processor(slow)
+    job = await bulk.submit(csv_bytes(records(2)))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(bulk.run, job.id)
+        await anyio.sleep(0.05)
+        with pytest.raises(JobConflictError):
+            await bulk.run(job.id)
+        with pytest.raises(JobConflictError):
+            await bulk.resume(job.id)
+        with pytest.raises(JobConflictError):
+            await bulk.delete(job.id)
+
+    with pytest.raises(JobConflictError):
+        await bulk.run(job.id)
+
+
+async def test_cancel_stops_dispatching_and_resume_completes(fake: FakeDirectory) -> None:
+    """Cancel lets in-flight creates finish, sends no more, and leaves a resumable job."""
+    slow = FakeDirectory(latency=0.05)
+    settings = attrs.evolve(UNPACED, concurrency=2)
+    bulk = processor(slow, settings)
+    job = await bulk.submit(csv_bytes(records(10)))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(bulk.run, job.id)
+        await anyio.sleep(0.07)
+        await bulk.cancel(job.id)
+
+    snapshot = await bulk.get(job.id)
+    created = [row for row in snapshot.rows if row.state is RowState.CREATED]
+    assert JobState.CANCELLED == snapshot.job.state
+    assert 0 < len(created) < 10
+    assert len(created) == len(slow.hospitals)
+
+    summary = await bulk.resume(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert 10 == len(slow.hospitals)
+
+
+async def test_cancel_a_pending_job(fake: FakeDirectory) -> None:
+    """A job never run is cancelled at once and can be resumed later."""
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(records(2)))
+
+    cancelled = await bulk.cancel(job.id)
+    summary = await bulk.resume(job.id)
+
+    assert JobState.CANCELLED == cancelled.state
+    assert JobState.COMPLETED == summary.state
+
+
+async def test_delete_removes_every_batch(fake: FakeDirectory) -> None:
+    """Delete removes the hospitals of every upstream batch; the job shows deleted."""
+    bulk = processor(fake)
+    job = await bulk.submit(csv_bytes(records(25)))
+    await bulk.run(job.id)
+
+    deleted = await bulk.delete(job.id)
+    again = await bulk.delete(job.id)
+
+    assert JobState.DELETED == deleted.state == again.state
+    assert [] == fake.hospitals
+
+
+async def test_unknown_job_ids(fake: FakeDirectory) -> None:
+    """Every operation on an unknown id raises JobNotFoundError."""
+    bulk = processor(fake)
+    for operation in (bulk.run, bulk.resume, bulk.cancel, bulk.delete, bulk.get):
+        with pytest.raises(JobNotFoundError):
+            await operation("missing")
+
+
+async def test_watch_replays_then_follows_live(fake: FakeDirectory) -> None:
+    """Several watchers see the same contiguous events, ending with job.finished;
+    one attached later with ``after`` misses nothing."""
+    slow = FakeDirectory(latency=0.01)
+    bulk = processor(slow)
+    job = await bulk.submit(csv_bytes(records(30)))
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def watch(name: str) -> None:
+        async for event in bulk.watch(job.id):
+            seen[name].append(event.seq)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, "a")
+        group.start_soon(watch, "b")
+        await bulk.run(job.id)
+
+    events = await bulk.store.read_events(job.id)
+    assert list(range(1, len(events) + 1)) == seen["a"] == seen["b"]
+    assert EventType.JOB_FINISHED == events[-1].type
+    later = [event.seq async for event in bulk.watch(job.id, after=10)]
+    assert list(range(11, len(events) + 1)) == later
+    counters = events[-1].progress
+    assert (30, 30, 30, 0) == (
+        counters.total,
+        counters.created,
+        counters.activated,
+        counters.failed,
+    )
+
+
+async def test_process_runs_in_its_own_task_group(fake: FakeDirectory) -> None:
+    """process() submits, runs and streams events; the summary is there at the end."""
+    bulk = processor(fake)
+    types: list[EventType] = []
+
+    async with bulk.process(csv_bytes(records(4))) as job:
+        async for event in job.events():
+            types.append(event.type)
+
+    summary = await job.wait()
+    assert EventType.JOB_ACCEPTED == types[0]
+    assert EventType.JOB_FINISHED == types[-1]
+    assert 4 == types.count(EventType.ROW_CREATED)
+    assert JobState.COMPLETED == summary.state
+
+
+async def test_outer_cancellation_leaves_the_job_interrupted(fake: FakeDirectory) -> None:
+    """A run cancelled from outside (a shutdown) is marked interrupted, then resumable."""
+    slow = FakeDirectory(latency=0.2)
+    bulk = processor(slow)
+    job = await bulk.submit(csv_bytes(records(3)))
+
+    with anyio.move_on_after(0.05):
+        await bulk.run(job.id)
+
+    assert JobState.INTERRUPTED == (await bulk.get(job.id)).job.state
+    summary = await bulk.resume(job.id)
+    assert JobState.COMPLETED == summary.state
+    assert 3 == len(slow.hospitals)
+
+
+async def test_default_settings_match_the_real_upstream() -> None:
+    """Out of the box the processor paces to 30 creates and 50 other calls per minute."""
+    settings = ProcessorSettings()
+
+    assert RateLimit(30, 60.0) == settings.create_limit
+    assert RateLimit(50, 60.0) == settings.other_limit
+    assert 20 == settings.batch_size
+
+
+async def test_recover_interrupts_jobs_of_a_dead_process(fake: FakeDirectory) -> None:
+    """A job left running by a process that died on this host is found interrupted at
+    once; one whose owner is alive elsewhere with a valid lease is left alone."""
+    store = MemoryStore()
+    bulk = BulkProcessor(fake, store, UNPACED)
+    dead = await bulk.submit(csv_bytes(records(3)))
+    alive = await bulk.submit(csv_bytes(records(2, prefix="Other")))
+    draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=dead.progress)
+    dead_owner = f"{socket.gethostname()}:{2**22 + 12345}:deadbeef"
+    await store.transition(dead.id, JobState.RUNNING, draft, owner=dead_owner, lease=60)
+    await store.transition(alive.id, JobState.RUNNING, draft, owner="elsewhere:1:x", lease=60)
+
+    recovered = await bulk.recover()
+
+    assert [dead.id] == [job.id for job in recovered]
+    assert JobState.INTERRUPTED == (await bulk.get(dead.id)).job.state
+    assert JobState.RUNNING == (await bulk.get(alive.id)).job.state
+    assert JobState.COMPLETED == (await bulk.resume(dead.id)).state
+
+
+async def test_recover_takes_over_an_expired_lease(fake: FakeDirectory) -> None:
+    """A job whose owner stopped renewing its lease is declared interrupted."""
+    store = MemoryStore()
+    bulk = BulkProcessor(fake, store, UNPACED)
+    job = await bulk.submit(csv_bytes(records(2)))
+    draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress)
+    await store.transition(job.id, JobState.RUNNING, draft, owner="elsewhere:1:x", lease=0.01)
+    await anyio.sleep(0.02)
+
+    assert [job.id] == [recovered.id for recovered in await bulk.recover()]
+
+
+async def test_a_run_that_loses_its_lease_stops(fake: FakeDirectory) -> None:
+    """When another process takes a job over, the first runner stops sending at once."""
+    slow = FakeDirectory(latency=0.05)
+    settings = attrs.evolve(UNPACED, concurrency=1, lease_ttl=0.06)
+    bulk = BulkProcessor(slow, settings=settings)
+    job = await bulk.submit(csv_bytes(records(20)))
+
+    async def take_over() -> None:
+        await anyio.sleep(0.08)
+        draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress)
+        await bulk.store.transition(job.id, JobState.INTERRUPTED, draft, owner=bulk.owner_id)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take_over)
+        with pytest.raises(JobConflictError, match="another process took it over"):
+            await bulk.run(job.id)
+
+    assert len(slow.hospitals) < 20
+    assert JobState.INTERRUPTED == (await bulk.get(job.id)).job.state
