@@ -375,11 +375,17 @@ async def test_recover_interrupts_jobs_of_a_dead_process(fake: FakeDirectory) ->
     dead_owner = f"{socket.gethostname()}:{2**22 + 12345}:deadbeef"
     await store.transition(dead.id, JobState.RUNNING, draft, owner=dead_owner, lease=60)
     await store.transition(alive.id, JobState.RUNNING, draft, owner="elsewhere:1:x", lease=60)
+    rows = await store.get_rows(dead.id)
+    await store.save(dead.id, [attrs.evolve(rows[0], attempts=1)], [])
 
     recovered = await bulk.recover()
 
     assert [dead.id] == [job.id for job in recovered]
-    assert JobState.INTERRUPTED == (await bulk.get(dead.id)).job.state
+    snapshot = await bulk.get(dead.id)
+    assert JobState.INTERRUPTED == snapshot.job.state
+    assert [RowState.UNKNOWN, RowState.PENDING, RowState.PENDING] == [
+        row.state for row in snapshot.rows
+    ]
     assert JobState.RUNNING == (await bulk.get(alive.id)).job.state
     assert JobState.COMPLETED == (await bulk.resume(dead.id)).state
 

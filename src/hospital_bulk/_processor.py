@@ -22,6 +22,7 @@ from ._jobs import (
     JobState,
     Progress,
     RowOutcome,
+    RowState,
     batch_ids_for,
     new_job_id,
     utcnow,
@@ -313,14 +314,41 @@ class BulkProcessor:
             try:
                 # Named as the dead owner: if it was alive after all and renewed, the
                 # compare-and-set still holds only for that same owner.
-                recovered.append(
-                    await self.store.transition(
-                        job.id, JobState.INTERRUPTED, draft, owner=job.owner
-                    )
+                job = await self.store.transition(
+                    job.id, JobState.INTERRUPTED, draft, owner=job.owner
                 )
             except JobConflictError:
                 continue  # another process recovered it first
+            await self._mark_in_flight_unknown(job)
+            recovered.append(job)
         return recovered
+
+    async def _mark_in_flight_unknown(self, job: Job) -> None:
+        """Rows whose create was sent but not answered may have landed: say so.
+
+        Resume reconciles them by listing their batch before sending anything again.
+        """
+        rows = await self.store.get_rows(job.id)
+        in_flight = [
+            attrs.evolve(row, state=RowState.UNKNOWN, error_code="interrupted")
+            for row in rows
+            if row.state is RowState.PENDING and row.attempts > 0
+        ]
+        if not in_flight:
+            return
+        changed = {row.row: row for row in in_flight}
+        progress = Progress.count(changed.get(row.row, row) for row in rows)
+        drafts = [
+            EventDraft(
+                type=EventType.ROW_UNKNOWN,
+                progress=progress,
+                row=row.row,
+                batch_id=row.batch_id,
+                error_code=row.error_code,
+            )
+            for row in in_flight
+        ]
+        await self.store.save(job.id, in_flight, drafts)
 
     async def _drive(self, job_id: str, allowed: frozenset[JobState]) -> JobSummary:
         job = await self.store.get_job(job_id)
