@@ -56,4 +56,19 @@ class Event:
 
     @classmethod
     def from_draft(cls, draft: EventDraft, *, job_id: str, seq: int, at: dt.datetime) -> Event:
-        return cls(job_id=job_id, seq=seq, at=at, **attrs.asdict(draft, recurse=False))
+        # Spelled out rather than attrs.asdict: this runs for every event.
+        return cls(
+            job_id=job_id,
+            seq=seq,
+            at=at,
+            type=draft.type,
+            progress=draft.progress,
+            state=draft.state,
+            row=draft.row,
+            hospital_id=draft.hospital_id,
+            batch_id=draft.batch_id,
+            error_code=draft.error_code,
+            error=draft.error,
+            delay=draft.delay,
+            count=draft.count,
+        )

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Protocol
 
 import anyio
@@ -156,25 +155,44 @@ class Pacer:
     def concurrency(self) -> int:
         return int(self._slots.total_tokens)
 
-    @asynccontextmanager
-    async def slot(self, kind: CallKind) -> AsyncIterator[None]:
+    def slot(self, kind: CallKind) -> _Slot:
         """Hold one concurrency slot and one rate token of ``kind`` while calling.
 
         The slot is taken before the token: a token taken while waiting for a slot
         could be spent in a later window than the one it counted in.
         """
-        async with self._slots:
-            # The gate may live in another process: asking again after its wait is
-            # the only way to learn when a token is free.
-            while (wait := await self.gate.take(kind)) > 0:  # noqa: ASYNC110
-                await anyio.sleep(wait)
-            yield
+        return _Slot(self, kind)
 
     async def throttled(self, kind: CallKind, retry_after: float | None) -> float:
         return await self.gate.throttled(kind, retry_after)
 
     async def paused_for(self) -> float:
         return await self.gate.paused_for()
+
+
+class _Slot:
+    """``Pacer.slot()``: a plain class, as it is entered once per upstream call."""
+
+    __slots__ = ("_kind", "_pacer")
+
+    def __init__(self, pacer: Pacer, kind: CallKind) -> None:
+        self._pacer = pacer
+        self._kind = kind
+
+    async def __aenter__(self) -> None:
+        pacer = self._pacer
+        await pacer._slots.acquire()
+        try:
+            # The gate may live in another process: asking again after its wait is
+            # the only way to learn when a token is free.
+            while (wait := await pacer.gate.take(self._kind)) > 0:  # noqa: ASYNC110
+                await anyio.sleep(wait)
+        except BaseException:
+            pacer._slots.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pacer._slots.release()
 
 
 def _window(limit: RateLimit | None, clock: Callable[[], float]) -> FixedWindow | None:
