@@ -52,6 +52,8 @@ class Fault(enum.Enum):
     #: The call takes effect, then its answer is lost: ``MaybeLandedError``
     #: (``httpx.RemoteProtocolError`` over HTTP).
     FAIL_AFTER_STORING = "fail_after_storing"
+    #: The call takes effect, then its answer is replaced by a 500: ``MaybeLandedError``.
+    ERROR_AFTER_STORING = "error_after_storing"
 
 
 @attrs.define
@@ -86,6 +88,11 @@ class NotSent(Exception):  # noqa: N818 - a signal inside the fake
 
 class Lost(Exception):  # noqa: N818 - a signal inside the fake
     """The call ran, then the connection broke before its answer."""
+
+
+#: The rate-limit key of callers that do not say who they are: the in-process
+#: fake has this one client; the HTTP face may pass each caller's address.
+ONE_CLIENT = ""
 
 
 @attrs.define
@@ -142,7 +149,9 @@ class DirectoryCore:
         self._batches: dict[UUID, dict[int, None]] = {}  # batch id -> member ids, in order
         self._next_id = 1
         self._rules: list[_Rule] = []
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}  # (client, operation) -> window
+        # Bumped by reset(): a create in flight across it is lost, as in a restart.
+        self._generation = 0
 
     def inject(
         self,
@@ -169,6 +178,18 @@ class DirectoryCore:
         """Forget every injected fault not used up yet: the directory is healthy again."""
         self._rules.clear()
 
+    def reset(self) -> None:
+        """Start afresh, as the upstream does when it restarts.
+
+        Hospitals, the id counter (back to 1), faults, rate-limit windows and stats
+        are all forgotten; a create still in flight is lost, its caller sees the
+        connection break (``MaybeLandedError``) and nothing is stored.
+        """
+        self._store, self._batches, self._next_id = {}, {}, 1
+        self._rules, self._windows = [], {}
+        self.stats = DirectoryStats()
+        self._generation += 1
+
     @property
     def hospitals(self) -> list[Hospital]:
         """Every stored hospital, by id."""
@@ -178,8 +199,11 @@ class DirectoryCore:
         """The stored hospitals of ``batch_id``, by id (no faults, limits or stats)."""
         return [self._store[i] for i in self._batches.get(batch_id, {})]
 
-    def _gate(self, operation: str, name: str | None = None) -> _Gate:
-        """What the upstream decides before its handler runs: faults, then rate limits."""
+    def _gate(self, operation: str, name: str | None = None, client: str = ONE_CLIENT) -> _Gate:
+        """What the upstream decides before its handler runs: faults, then rate limits.
+
+        Each ``client`` has its own windows, as the upstream keys its limits by IP.
+        """
         self.stats.calls[operation] += 1
         fault = self._take_fault(operation, name)
         if fault is not None:
@@ -194,13 +218,13 @@ class DirectoryCore:
             raise Answer(400, {"detail": "Rejected (injected)"})
         if fault is Fault.FAIL_BEFORE_STORING:
             raise Answer(500, "Internal Server Error")
-        lose = fault is Fault.FAIL_AFTER_STORING
+        gate = _Gate(fault)
         limit = self._limit(operation)
         if limit is not None:
-            window = self._windows.setdefault(operation, _Window(limit))
+            window = self._windows.setdefault((client, operation), _Window(limit))
             if not window.admit(self._clock()):
-                raise Lost if lose else self._throttled(operation)
-        return _Gate(lose)
+                raise self._throttled(operation) if gate.instead is None else gate.instead
+        return gate
 
     def _take_fault(self, operation: str, name: str | None) -> Fault | None:
         for rule in self._rules:
@@ -222,37 +246,48 @@ class DirectoryCore:
         limit = self._limit(operation) or RateLimit({"create": 30, "ping": 100}.get(operation, 50))
         return Answer(429, {"error": f"Rate limit exceeded: {_describe(limit)}"})
 
-    async def _create(self, body: object) -> Hospital:
+    async def _create(self, body: object, *, client: str = ONE_CLIENT) -> Hospital:
         name = body.get("name") if isinstance(body, dict) else None
-        with self._gate("create", name if isinstance(name, str) else None):
+        with self._gate("create", name if isinstance(name, str) else None, client):
             name, address, phone, batch_id = _fields(body, with_batch=True)
             # Counted before the sleep and stored after it: concurrent creates overshoot.
             if batch_id is not None and len(self._batches.get(batch_id, {})) >= self.batch_cap:
                 raise Answer(400, {"detail": f"Batch cannot exceed {self.batch_cap} hospitals"})
-            stats = self.stats
+            stats, generation = self.stats, self._generation
             stats.creates_in_flight += 1
             stats.max_creates_in_flight = max(stats.max_creates_in_flight, stats.creates_in_flight)
             try:
                 await anyio.sleep(self.latency)
             finally:
-                # The upstream finishes a create even when its caller stops waiting.
+                # The upstream finishes a create even when its caller stops waiting,
+                # but a restart (reset()) takes the creates in flight with it.
                 stats.creates_in_flight -= 1
-                hospital = Hospital(
-                    id=self._next_id,
-                    name=name,
-                    address=address,
-                    phone=phone,
-                    creation_batch_id=batch_id,
-                    active=batch_id is None,
-                    created_at=dt.datetime.now(dt.UTC),
-                )
-                self._next_id += 1
-                self._store[hospital.id] = hospital
-                if batch_id is not None:
-                    self._batches.setdefault(batch_id, {})[hospital.id] = None
-                while len(self._store) > self.capacity:
-                    self._remove(next(iter(self._store)))
+                restarted = generation != self._generation
+                if not restarted:
+                    hospital = self._store_new(name, address, phone, batch_id)
+            if restarted:
+                raise Lost
             return hospital
+
+    def _store_new(
+        self, name: str, address: str, phone: str | None, batch_id: UUID | None
+    ) -> Hospital:
+        hospital = Hospital(
+            id=self._next_id,
+            name=name,
+            address=address,
+            phone=phone,
+            creation_batch_id=batch_id,
+            active=batch_id is None,
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        self._next_id += 1
+        self._store[hospital.id] = hospital
+        if batch_id is not None:
+            self._batches.setdefault(batch_id, {})[hospital.id] = None
+        while len(self._store) > self.capacity:
+            self._remove(next(iter(self._store)))
+        return hospital
 
     def _remove(self, hospital_id: int) -> None:
         batch_id = self._store.pop(hospital_id).creation_batch_id
@@ -280,20 +315,20 @@ class DirectoryCore:
             raise Answer(404, {"detail": "Hospital not found"})
         return hospital
 
-    async def _ping(self) -> None:
-        with self._gate("ping"):
+    async def _ping(self, *, client: str = ONE_CLIENT) -> None:
+        with self._gate("ping", client=client):
             pass
 
-    async def _list_all(self) -> list[Hospital]:
-        with self._gate("list_all"):
+    async def _list_all(self, *, client: str = ONE_CLIENT) -> list[Hospital]:
+        with self._gate("list_all", client=client):
             return self.hospitals
 
-    async def _list(self, raw_batch_id: str) -> list[Hospital]:
-        with self._gate("list"):
+    async def _list(self, raw_batch_id: str, *, client: str = ONE_CLIENT) -> list[Hospital]:
+        with self._gate("list", client=client):
             return self._members(raw_batch_id)
 
-    async def _activate(self, raw_batch_id: str) -> int:
-        with self._gate("activate"):
+    async def _activate(self, raw_batch_id: str, *, client: str = ONE_CLIENT) -> int:
+        with self._gate("activate", client=client):
             members = self._members(raw_batch_id)
             if any(hospital.active for hospital in members):
                 raise Answer(400, {"detail": "Batch already activated"})
@@ -301,44 +336,51 @@ class DirectoryCore:
                 self._store[hospital.id] = attrs.evolve(hospital, active=True)
             return len(members)
 
-    async def _delete_batch(self, raw_batch_id: str) -> int:
-        with self._gate("delete_batch"):
+    async def _delete_batch(self, raw_batch_id: str, *, client: str = ONE_CLIENT) -> int:
+        with self._gate("delete_batch", client=client):
             members = self._members(raw_batch_id)
             for hospital in members:
                 self._remove(hospital.id)
             return len(members)
 
-    async def _get(self, raw_hospital_id: str) -> Hospital:
-        with self._gate("get_hospital"):
+    async def _get(self, raw_hospital_id: str, *, client: str = ONE_CLIENT) -> Hospital:
+        with self._gate("get_hospital", client=client):
             return self._existing(raw_hospital_id)
 
-    async def _update(self, raw_hospital_id: str, body: object) -> Hospital:
-        with self._gate("update_hospital"):
+    async def _update(
+        self, raw_hospital_id: str, body: object, *, client: str = ONE_CLIENT
+    ) -> Hospital:
+        with self._gate("update_hospital", client=client):
             hospital = self._existing(raw_hospital_id)
             name, address, phone, _ = _fields(body, with_batch=False)
             updated = attrs.evolve(hospital, name=name, address=address, phone=phone)
             self._store[hospital.id] = updated
             return updated
 
-    async def _delete_hospital(self, raw_hospital_id: str) -> bool:
-        with self._gate("delete_hospital"):
+    async def _delete_hospital(self, raw_hospital_id: str, *, client: str = ONE_CLIENT) -> bool:
+        with self._gate("delete_hospital", client=client):
             self._remove(self._existing(raw_hospital_id).id)
             return True
 
 
 class _Gate:
-    """Loses the answer of a call that suffers FAIL_AFTER_STORING, whatever it was."""
+    """Hides the answer of a call that suffers FAIL_ or ERROR_AFTER_STORING, whatever it was."""
 
-    def __init__(self, lose: bool) -> None:
-        self.lose = lose
+    def __init__(self, fault: Fault | None) -> None:
+        #: What the caller gets instead of the call's answer, if anything.
+        self.instead: Exception | None = None
+        if fault is Fault.FAIL_AFTER_STORING:
+            self.instead = Lost()
+        elif fault is Fault.ERROR_AFTER_STORING:
+            self.instead = Answer(500, "Internal Server Error")
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        # Cancellation passes through: only an answer (or success) can be lost.
-        if self.lose and (exc is None or isinstance(exc, Answer)):
-            raise Lost
+        # Cancellation passes through: only an answer (or success) can be hidden.
+        if self.instead is not None and (exc is None or isinstance(exc, Answer)):
+            raise self.instead
 
 
 def _describe(limit: RateLimit) -> str:

@@ -24,6 +24,7 @@ import httpx
 from ._client import reason_from_json
 from ._convert import unstructure
 from ._fake_core import (
+    ONE_CLIENT,
     OPERATIONS,
     UNPARSABLE,
     Answer,
@@ -93,10 +94,16 @@ class FakeDirectory(DirectoryCore):
 
     # The HTTP face.
 
-    async def http_handler(self, request: httpx.Request) -> httpx.Response:
-        """Answer ``request`` as the upstream would; for ``httpx.MockTransport``."""
+    async def http_handler(
+        self, request: httpx.Request, *, client: str = ONE_CLIENT
+    ) -> httpx.Response:
+        """Answer ``request`` as the upstream would; for ``httpx.MockTransport``.
+
+        ``client`` says who is calling (the upstream keys its rate limits by client
+        IP): each client has its own windows. Leave it out for one client.
+        """
         try:
-            return await self._route(request)
+            return await self._route(request, client)
         except Answer as answer:
             return _response(answer.status, answer.body)
         except NotSent:
@@ -106,13 +113,13 @@ class FakeDirectory(DirectoryCore):
                 "Server disconnected without sending a response (injected)", request=request
             ) from None
 
-    async def _route(self, request: httpx.Request) -> httpx.Response:
+    async def _route(self, request: httpx.Request, client: str) -> httpx.Response:
         path = request.url.path
         path_known = False
         for method, pattern, operation in _ROUTES:
             match = pattern.fullmatch(path)
             if match is not None and method == request.method:
-                return await self._serve(operation, match.groupdict(), request)
+                return await self._serve(operation, match.groupdict(), request, client)
             path_known = path_known or match is not None
         if path_known:
             raise Answer(405, {"detail": "Method Not Allowed"})
@@ -124,33 +131,35 @@ class FakeDirectory(DirectoryCore):
         raise Answer(404, {"detail": "Not Found"})
 
     async def _serve(
-        self, operation: Operation, params: dict[str, str], request: httpx.Request
+        self, operation: Operation, params: dict[str, str], request: httpx.Request, client: str
     ) -> httpx.Response:
         batch_id, hospital_id = params.get("batch_id", ""), params.get("hospital_id", "")
         match operation:
             case "ping":
-                await self._ping()
+                await self._ping(client=client)
                 return _response(200, {"status": "OK"})
             case "create":
-                return _response(200, _wire(await self._create(_json_body(request))))
+                return _response(200, _wire(await self._create(_json_body(request), client=client)))
             case "list_all":
-                return _response(200, [_wire(h) for h in await self._list_all()])
+                return _response(200, [_wire(h) for h in await self._list_all(client=client)])
             case "list":
-                return _response(200, [_wire(h) for h in await self._list(batch_id)])
+                return _response(200, [_wire(h) for h in await self._list(batch_id, client=client)])
             case "activate":
-                count = await self._activate(batch_id)
+                count = await self._activate(batch_id, client=client)
                 message = f"Activated {count} hospitals in batch {batch_id}"
                 return _response(200, {"activated_count": count, "message": message})
             case "delete_batch":
-                count = await self._delete_batch(batch_id)
+                count = await self._delete_batch(batch_id, client=client)
                 message = f"Deleted {count} hospitals of batch {batch_id}"
                 return _response(200, {"deleted_count": count, "message": message})
             case "get_hospital":
-                return _response(200, _wire(await self._get(hospital_id)))
+                return _response(200, _wire(await self._get(hospital_id, client=client)))
             case "update_hospital":
-                return _response(200, _wire(await self._update(hospital_id, _json_body(request))))
+                return _response(
+                    200, _wire(await self._update(hospital_id, _json_body(request), client=client))
+                )
             case "delete_hospital":
-                await self._delete_hospital(hospital_id)
+                await self._delete_hospital(hospital_id, client=client)
                 return httpx.Response(204)
 
 

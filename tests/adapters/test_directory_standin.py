@@ -1,0 +1,505 @@
+"""The stand-in Hospital Directory as a real server: uvicorn, a socket, the admin API.
+
+The upstream's semantics are the contract suite's business (it runs against the
+stand-in too); here is what only a real server shows: faults that break real
+connections, rate limits per client address, latency, settings from the
+environment, and the admin endpoints that drive it all over HTTP.
+"""
+
+# The house style is `assert expected == actual`, which ruff's SIM300 calls yoda.
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from uuid import UUID, uuid4
+
+import anyio
+import httpx
+import pytest
+
+from hospital_bulk import (
+    HospitalRecord,
+    HttpDirectoryClient,
+    MaybeLandedError,
+    NotSentError,
+    RateLimit,
+    RejectedError,
+    ThrottledError,
+)
+from hospital_bulk.testing import FakeDirectory, Fault
+from hospital_bulk_fastapi.directory import (
+    create_directory_app,
+    directory_app_from_env,
+    parse_rate_limit,
+)
+from tests.servers import UvicornServer
+
+pytestmark = pytest.mark.anyio
+
+APP = "hospital_bulk_fastapi.directory:app"
+RECORD = HospitalRecord("General Hospital", "1 Main Street", "555-0100")
+# Every setting spelled out, so that the developer's own environment cannot leak in.
+DEFAULTS = {
+    "HOSPITAL_DIRECTORY_LATENCY": "0",
+    "HOSPITAL_DIRECTORY_CREATE_LIMIT": "30/60",
+    "HOSPITAL_DIRECTORY_OTHER_LIMIT": "50/60",
+    "HOSPITAL_DIRECTORY_ADMIN": "1",
+}
+SLOW_AND_TIGHT = {
+    **DEFAULTS,
+    "HOSPITAL_DIRECTORY_LATENCY": "0.5",
+    "HOSPITAL_DIRECTORY_CREATE_LIMIT": "2/60",
+    "HOSPITAL_DIRECTORY_OTHER_LIMIT": "0",
+}
+
+
+@pytest.fixture(name="standin", scope="module")
+def fixture_standin() -> Iterator[UvicornServer]:
+    """The stand-in as the command line runs it, with the upstream's limits; no latency."""
+    with UvicornServer(APP, env=DEFAULTS) as server:
+        yield server
+
+
+@pytest.fixture(name="slow_standin", scope="module")
+def fixture_slow_standin() -> Iterator[UvicornServer]:
+    """A stand-in configured by the environment: 0.5 s creates, 2 creates a minute."""
+    with UvicornServer(APP, env=SLOW_AND_TIGHT) as server:
+        yield server
+
+
+@pytest.fixture(name="http")
+async def fixture_http(standin: UvicornServer) -> AsyncIterator[httpx.AsyncClient]:
+    """Raw HTTP to a freshly reset stand-in."""
+    async with httpx.AsyncClient(base_url=standin.url) as http:
+        assert 204 == (await http.post("/_standin/reset")).status_code
+        yield http
+
+
+@pytest.fixture(name="slow_http")
+async def fixture_slow_http(slow_standin: UvicornServer) -> AsyncIterator[httpx.AsyncClient]:
+    """Raw HTTP to the slow stand-in, freshly reset (its rate-limit windows included)."""
+    async with httpx.AsyncClient(base_url=slow_standin.url) as http:
+        assert 204 == (await http.post("/_standin/reset")).status_code
+        yield http
+
+
+@pytest.fixture(name="client")
+async def fixture_client(
+    standin: UvicornServer, http: httpx.AsyncClient
+) -> AsyncIterator[HttpDirectoryClient]:
+    """The library's client of the reset stand-in, as the engine uses it."""
+    async with HttpDirectoryClient(standin.url) as client:
+        yield client
+
+
+@pytest.fixture(name="batch_id")
+def fixture_batch_id() -> UUID:
+    return uuid4()
+
+
+def body(batch_id: UUID, name: str = "General Hospital") -> dict[str, object]:
+    return {"name": name, "address": "1 Main Street", "creation_batch_id": str(batch_id)}
+
+
+async def inject(http: httpx.AsyncClient, fault: Fault, **rule: object) -> None:
+    response = await http.post("/_standin/faults", json={"fault": fault.value, **rule})
+    assert 201 == response.status_code, response.text
+
+
+# Faults, over a real socket.
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "stored"),
+    [
+        (Fault.REJECT, RejectedError, 0),
+        (Fault.THROTTLE, ThrottledError, 0),
+        (Fault.FAIL_BEFORE_STORING, MaybeLandedError, 0),
+        (Fault.ERROR_AFTER_STORING, MaybeLandedError, 1),
+        (Fault.FAIL_AFTER_STORING, MaybeLandedError, 1),
+        # Over a socket the server can only drop a request it has read: a lost answer.
+        (Fault.NOT_SENT, MaybeLandedError, 0),
+    ],
+)
+async def test_each_fault_reaches_the_client_as_its_class(
+    client: HttpDirectoryClient,
+    http: httpx.AsyncClient,
+    batch_id: UUID,
+    fault: Fault,
+    error: type[Exception],
+    stored: int,
+) -> None:
+    """Injected over HTTP, each fault gives HttpDirectoryClient the failure it stands for,
+    and the hospital is stored exactly when the fault says so."""
+    await inject(http, fault)
+
+    with pytest.raises(error):
+        await client.create_hospital(RECORD, batch_id)
+
+    assert stored == len(await client.list_batch(batch_id))
+
+
+async def test_a_throttle_fault_is_the_upstreams_429(
+    client: HttpDirectoryClient, http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """THROTTLE answers the upstream's 429: its body, no Retry-After."""
+    await inject(http, Fault.THROTTLE, times=2)
+
+    response = await http.post("/hospitals/", json=body(batch_id))
+    with pytest.raises(ThrottledError) as caught:
+        await client.create_hospital(RECORD, batch_id)
+
+    assert (429, {"error": "Rate limit exceeded: 30 per 1 minute"}) == (
+        response.status_code,
+        response.json(),
+    )
+    assert "retry-after" not in response.headers
+    assert None is caught.value.retry_after
+
+
+async def test_fail_after_storing_cuts_the_answer_mid_body(
+    http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """The hospital is stored, then a 200 starts, promising more body than ever comes:
+    the client sees a broken response, not an answer."""
+    await inject(http, Fault.FAIL_AFTER_STORING)
+
+    with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+        await http.post("/hospitals/", json=body(batch_id))
+
+    assert 1 == len((await http.get(f"/hospitals/batch/{batch_id}")).json())
+
+
+async def test_not_sent_closes_the_connection_unanswered(
+    http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """NOT_SENT drops the connection without a byte of answer; nothing is stored."""
+    await inject(http, Fault.NOT_SENT)
+
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+        await http.post("/hospitals/", json=body(batch_id))
+
+    assert 404 == (await http.get(f"/hospitals/batch/{batch_id}")).status_code
+
+
+async def test_a_lost_activation_still_activated(
+    client: HttpDirectoryClient, http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """Faults reach every operation: a cut activation answer, yet the batch is active."""
+    await client.create_hospital(RECORD, batch_id)
+    await inject(http, Fault.FAIL_AFTER_STORING, operation="activate")
+
+    with pytest.raises(MaybeLandedError):
+        await client.activate_batch(batch_id)
+
+    assert [True] == [h.active for h in await client.list_batch(batch_id)]
+
+
+async def test_a_named_rule_waits_for_its_hospital(
+    client: HttpDirectoryClient, http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """``name`` and ``times`` travel over HTTP: only the named creates fail, twice."""
+    await inject(http, Fault.REJECT, name="Target", times=2)
+    outcomes = []
+
+    for name in ["Other", "Target", "Target", "Target"]:
+        try:
+            await client.create_hospital(HospitalRecord(name, "1 Main Street"), batch_id)
+        except RejectedError:
+            outcomes.append("rejected")
+        else:
+            outcomes.append("ok")
+
+    assert ["ok", "rejected", "rejected", "ok"] == outcomes
+
+
+# The admin endpoints.
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"fault": "explode"}, "fault must be one of"),
+        ({"fault": "reject", "operation": "upsert"}, "operation must be one of"),
+        ({"fault": "reject", "times": 0}, "times must be at least 1"),
+        ({"fault": "reject", "times": "2"}, "times must be an integer"),
+        ({"fault": "reject", "operation": "list", "name": "X"}, "name only selects creates"),
+        ([], "a JSON object"),
+    ],
+    ids=["fault", "operation", "times", "times-type", "name", "not-an-object"],
+)
+async def test_a_rule_that_could_never_apply_is_a_422(
+    http: httpx.AsyncClient, rule: object, message: str
+) -> None:
+    """A typo in a rule fails loudly, with the reason, instead of never firing."""
+    response = await http.post("/_standin/faults", json=rule)
+
+    assert 422 == response.status_code
+    assert message in response.json()["detail"]
+
+
+async def test_a_rule_is_echoed_with_its_defaults(http: httpx.AsyncClient) -> None:
+    """Only ``fault`` is required: the answer shows the rule as it will apply."""
+    response = await http.post("/_standin/faults", json={"fault": "throttle"})
+
+    expected = {"fault": "throttle", "operation": "create", "times": 1, "name": None}
+    assert (201, expected) == (response.status_code, response.json())
+
+
+async def test_clearing_faults_makes_the_stand_in_healthy(
+    http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """DELETE /_standin/faults forgets the rules not used up yet."""
+    await inject(http, Fault.REJECT, times=5)
+
+    cleared = await http.delete("/_standin/faults")
+    created = await http.post("/hospitals/", json=body(batch_id))
+
+    assert (204, 200) == (cleared.status_code, created.status_code)
+
+
+async def test_stats_count_calls_429s_faults_and_hospitals(
+    http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """GET /_standin/stats: what the stand-in has seen since the last reset."""
+    await inject(http, Fault.THROTTLE)
+    for _ in range(2):
+        await http.post("/hospitals/", json=body(batch_id))
+    await http.get(f"/hospitals/batch/{batch_id}")
+    await http.get("/")
+
+    stats = (await http.get("/_standin/stats")).json()
+
+    expected = {
+        "calls": {"create": 2, "list": 1, "ping": 1},
+        "throttled": 1,
+        "faults": 1,
+        "creates_in_flight": 0,
+        "max_creates_in_flight": 1,
+        "hospitals": 1,
+    }
+    assert expected == stats
+
+
+async def test_reset_starts_afresh_like_a_restart(http: httpx.AsyncClient, batch_id: UUID) -> None:
+    """After POST /_standin/reset the directory is empty and ids count from 1 again."""
+    for name in ["First", "Second"]:
+        await http.post("/hospitals/", json=body(batch_id, name))
+
+    await http.post("/_standin/reset")
+    created = await http.post("/hospitals/", json=body(batch_id, "Third"))
+
+    assert 1 == created.json()["id"]
+    assert ["Third"] == [h["name"] for h in (await http.get("/hospitals/")).json()]
+
+
+async def test_without_admin_the_prefix_is_the_upstreams_404() -> None:
+    """``admin=False`` serves the upstream only: /_standin/ is unknown there."""
+    transport = httpx.ASGITransport(app=create_directory_app(admin=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://standin.test") as http:
+        response = await http.get("/_standin/stats")
+
+    assert (404, {"detail": "Not Found"}) == (response.status_code, response.json())
+
+
+# The upstream's shape over the socket.
+
+
+async def test_a_wrong_trailing_slash_is_redirected(
+    standin: UvicornServer, http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """POST /hospitals and GET /hospitals/batch/{id}/ get a 307 to the exact path."""
+    create = await http.post("/hospitals", json=body(batch_id))
+    listing = await http.get(f"/hospitals/batch/{batch_id}/")
+
+    assert [307, 307] == [create.status_code, listing.status_code]
+    assert f"{standin.url}/hospitals/" == create.headers["location"]
+    assert f"{standin.url}/hospitals/batch/{batch_id}" == listing.headers["location"]
+
+
+async def test_answers_carry_the_upstreams_headers(http: httpx.AsyncClient, batch_id: UUID) -> None:
+    """JSON answers say so and give their length; a deleted hospital is a bare 204."""
+    created = await http.post("/hospitals/", json=body(batch_id))
+    deleted = await http.delete(f"/hospitals/{created.json()['id']}")
+
+    assert "application/json" == created.headers["content-type"]
+    assert str(len(created.content)) == created.headers["content-length"]
+    assert (204, b"") == (deleted.status_code, deleted.content)
+
+
+# Limits and latency, from the environment.
+
+
+async def test_each_client_address_has_its_own_rate_limit(
+    slow_standin: UvicornServer, slow_http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """With ``2/60``, three creates at once from one address: two land, one gets the
+    upstream's 429 (no Retry-After); another address still has its own two."""
+    other_address = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    answers: list[httpx.Response] = []
+
+    async def create(http: httpx.AsyncClient, name: str) -> None:
+        answers.append(await http.post("/hospitals/", json=body(batch_id, name)))
+
+    async with (
+        httpx.AsyncClient(transport=other_address, base_url=slow_standin.url) as other,
+        anyio.create_task_group() as group,
+    ):
+        for n in range(3):
+            group.start_soon(create, slow_http, f"Here {n}")
+        group.start_soon(create, other, "Elsewhere")
+
+    throttled = [a for a in answers if a.status_code == 429]
+    assert [200, 200, 200, 429] == sorted(a.status_code for a in answers)
+    assert {"error": "Rate limit exceeded: 2 per 1 minute"} == throttled[0].json()
+    assert "retry-after" not in throttled[0].headers
+    assert 3 == len((await slow_http.get(f"/hospitals/batch/{batch_id}")).json())
+
+
+async def test_latency_slows_creates_only(slow_http: httpx.AsyncClient, batch_id: UUID) -> None:
+    """``HOSPITAL_DIRECTORY_LATENCY=0.5``: a create takes half a second, a ping does not."""
+    started = time.perf_counter()
+    await slow_http.post("/hospitals/", json=body(batch_id))
+    create_took = time.perf_counter() - started
+    started = time.perf_counter()
+    await slow_http.get("/")
+    ping_took = time.perf_counter() - started
+
+    assert create_took >= 0.5
+    assert ping_took < 0.5
+
+
+def test_the_environment_configures_the_app() -> None:
+    """Each variable sets its knob; an unset one keeps the upstream's value."""
+    app = directory_app_from_env(
+        {"HOSPITAL_DIRECTORY_LATENCY": "5", "HOSPITAL_DIRECTORY_CREATE_LIMIT": "0"}
+    )
+
+    directory = app.directory
+    assert (5.0, None, RateLimit(50, 60.0), True) == (
+        directory.latency,
+        directory.create_limit,
+        directory.other_limit,
+        app.admin,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30/60", RateLimit(30, 60.0)),
+        ("2/1", RateLimit(2, 1.0)),
+        ("30", RateLimit(30, 60.0)),
+        (" 5/0.5 ", RateLimit(5, 0.5)),
+        ("0", None),
+        ("none", None),
+        ("", None),
+    ],
+)
+def test_rate_limits_are_count_per_seconds(text: str, expected: RateLimit | None) -> None:
+    """``COUNT/SECONDS``, ``COUNT`` (per minute), or ``0``/``none`` for no limit."""
+    assert expected == parse_rate_limit(text)
+
+
+@pytest.mark.parametrize("text", ["lots", "30/", "-1/60", "30/0", "30/inf", "3.5/60"])
+def test_a_malformed_rate_limit_is_refused(text: str) -> None:
+    """Anything else is a ValueError saying what a limit looks like."""
+    with pytest.raises(ValueError, match="COUNT/SECONDS"):
+        parse_rate_limit(text)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HOSPITAL_DIRECTORY_CREATE_LIMIT": "lots"},
+        {"HOSPITAL_DIRECTORY_OTHER_LIMIT": "50/"},
+        {"HOSPITAL_DIRECTORY_LATENCY": "-1"},
+        {"HOSPITAL_DIRECTORY_ADMIN": "maybe"},
+    ],
+)
+def test_a_bad_setting_names_its_variable(env: dict[str, str]) -> None:
+    """A malformed variable stops the app from loading, and the error says which."""
+    [name] = env
+
+    with pytest.raises(ValueError, match=name):
+        directory_app_from_env(env)
+
+
+def test_a_server_that_cannot_start_fails_with_its_output() -> None:
+    """UvicornServer raises with what the server printed when it dies before serving."""
+    server = UvicornServer("tests.adapters.no_such_module:app")
+
+    with pytest.raises(RuntimeError, match="exited with") as caught, server:
+        pass
+
+    assert "no_such_module" in str(caught.value)
+
+
+def test_an_app_for_a_given_directory_takes_no_knobs() -> None:
+    """Latency and limits belong to the FakeDirectory passed in: passing both is an error."""
+    with pytest.raises(ValueError, match="configure the FakeDirectory"):
+        create_directory_app(FakeDirectory(), latency=1.0)
+
+
+# Crashes and restarts, as the end-to-end tests will use them.
+
+
+async def test_a_killed_stand_in_refuses_and_a_restarted_one_is_empty(batch_id: UUID) -> None:
+    """kill -9: connections are refused (NotSentError); on restart, same URL, ids from 1."""
+    with UvicornServer(APP, env=DEFAULTS) as server:
+        async with HttpDirectoryClient(server.url) as client:
+            await client.create_hospital(RECORD, batch_id)
+            server.kill()
+            killed = server.process
+            with pytest.raises(NotSentError):
+                await client.ping()
+            server.restart()
+            restarted = await client.create_hospital(RECORD, batch_id)
+
+    assert (-signal.SIGKILL, 1) == (killed.returncode, restarted.id)
+
+
+# What the stand-in needed from the fake.
+
+
+async def test_a_create_in_flight_across_a_reset_is_lost(batch_id: UUID) -> None:
+    """A reset is a restart: the slow create it interrupts is not stored, and its caller
+    sees a lost answer."""
+    fake = FakeDirectory(latency=0.2)
+
+    async def reset_soon() -> None:
+        await anyio.sleep(0.05)
+        fake.reset()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reset_soon)
+        with pytest.raises(MaybeLandedError):
+            await fake.create_hospital(RECORD, batch_id)
+
+    assert ([], 0) == (fake.hospitals, fake.stats.creates_in_flight)
+
+
+async def test_error_after_storing_in_process(batch_id: UUID) -> None:
+    """ERROR_AFTER_STORING: MaybeLandedError with the 500, and the hospital is there."""
+    fake = FakeDirectory()
+    fake.inject(Fault.ERROR_AFTER_STORING)
+
+    with pytest.raises(MaybeLandedError) as caught:
+        await fake.create_hospital(RECORD, batch_id)
+
+    assert (500, 1) == (caught.value.status, len(fake.batch(batch_id)))
+
+
+async def test_the_http_face_keeps_one_window_per_client(batch_id: UUID) -> None:
+    """``http_handler(request, client=...)``: each client gets its own rate limit."""
+    fake = FakeDirectory(create_limit=RateLimit(1, 60.0))
+    request = httpx.Request("POST", "http://directory.test/hospitals/", json=body(batch_id))
+
+    statuses = [
+        (await fake.http_handler(request, client=client)).status_code
+        for client in ["10.0.0.1", "10.0.0.2", "10.0.0.1"]
+    ]
+
+    assert [200, 200, 429] == statuses
