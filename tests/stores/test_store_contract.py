@@ -5,6 +5,7 @@ A later store joins by adding one parameter to the ``store`` fixture.
 
 from __future__ import annotations
 
+import pathlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -28,16 +29,25 @@ from hospital_bulk import (
     StoreError,
 )
 from hospital_bulk._jobs import batch_ids_for, new_job_id, utcnow
+from hospital_bulk.stores.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(name="store", params=["memory"])
-async def fixture_store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
+@pytest.fixture(name="store", params=["memory", "sqlite", "redis"])
+async def fixture_store(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[JobStore]:
     """Each store implementation, fresh for every test."""
     store: JobStore
     if request.param == "memory":
         store = MemoryStore()
+    elif request.param == "sqlite":
+        store = await SqliteStore.open(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    elif request.param == "redis":
+        from .redis_server import scratch_store  # redis-py is an optional extra
+
+        store = await scratch_store()  # its own namespace, deleted by aclose()
     else:  # pragma: no cover - a new store must be added above
         raise AssertionError(request.param)
     try:

@@ -1,0 +1,401 @@
+"""A store in one SQLite file: the embedded, durable default of the service and the CLI.
+
+Each store holds one connection, used from a worker thread (``sqlite3`` blocks) and
+serialized by a lock. Every write runs in a ``BEGIN IMMEDIATE`` transaction, which
+takes the file's write lock before reading anything, so a compare-and-set and the
+numbering of events stay atomic when several processes (the service and the
+command line) share the file. The file is in WAL mode: readers never wait for the
+writer, and with ``synchronous=NORMAL`` a commit costs a write to the log, not an
+fsync: a process crash loses nothing committed; a power cut may lose the last
+transactions but never corrupts the file.
+
+Writes that arrive while another is in flight are committed together, in one
+transaction and one trip to the worker thread, each under its own savepoint so
+that one failing leaves the others intact. That is what keeps ``save()`` — called
+once or twice per row — cheap when fifty rows finish at once.
+
+URLs (see :func:`path_from_url`)::
+
+    sqlite:///jobs.sqlite3              relative to the working directory
+    sqlite:////var/lib/hb/jobs.sqlite3  absolute: the form default_store_url() gives
+    sqlite:///~/jobs.sqlite3            in the home directory
+    sqlite:///:memory:                  private to this store, gone when it closes
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Generic, cast
+
+import anyio
+import anyio.to_thread
+
+from hospital_bulk._events import Event, EventDraft
+from hospital_bulk._jobs import Job, JobState, RowOutcome
+from hospital_bulk.exceptions import HospitalBulkError, StoreError
+
+from . import _sqlite_schema as schema
+from ._sqlite_schema import PURGEABLE_STATES, READ_LIMIT, Op, T
+
+__all__ = [
+    "BUSY_TIMEOUT",
+    "DEFAULT_RETENTION",
+    "POLL_INTERVAL",
+    "PURGEABLE_STATES",
+    "READ_LIMIT",
+    "SqliteStore",
+    "path_from_url",
+]
+
+#: How often a waiting reader looks for events written by another process (seconds);
+#: writes through the same store wake its readers at once.
+POLL_INTERVAL = 0.2
+#: How long a write waits for another process's write lock before failing (seconds).
+BUSY_TIMEOUT = 10.0
+#: Finished jobs untouched for this long (30 days) are deleted with their rows and events.
+DEFAULT_RETENTION = 30 * 24 * 60 * 60.0
+#: Most writes committed in one transaction, so readers never wait long behind them.
+MAX_BATCH = 256
+
+MEMORY = ":memory:"
+_PREFIX = "sqlite:///"
+
+
+def path_from_url(url: str) -> str:
+    """The file a ``sqlite:///`` URL names.
+
+    Everything after ``sqlite:///`` is the path, taken literally (no percent
+    decoding: :func:`~hospital_bulk.stores.default_store_url` does not encode).
+    ``sqlite:///jobs.sqlite3`` is relative to the working directory,
+    ``sqlite:////abs/jobs.sqlite3`` (a fourth slash, the path's own) is absolute,
+    and ``sqlite:///:memory:`` is a private in-memory database. A leading ``~`` is
+    the home directory (``sqlite:///~/jobs.sqlite3``). Raises ValueError for anything
+    else: a host (``sqlite://host/...``), no path, a query string.
+    """
+    if url[: len(_PREFIX)].lower() != _PREFIX:
+        raise ValueError(
+            f"not a SQLite store URL: {url!r}: use sqlite:///relative/path, "
+            "sqlite:////absolute/path or sqlite:///:memory:"
+        )
+    path = url[len(_PREFIX) :]
+    if not path:
+        raise ValueError(f"the SQLite store URL {url!r} names no file")
+    if "?" in path:
+        raise ValueError(f"the SQLite store URL {url!r} has a query: it takes no options")
+    # The command line's help shows the default as sqlite:///~/.local/...: honour it.
+    return os.path.expanduser(path) if path.startswith("~") else path
+
+
+class _Write(Generic[T]):
+    """One write waiting for, or done by, a batch."""
+
+    __slots__ = ("error", "op", "taken", "value", "wake")
+
+    def __init__(self, op: Op[T], wake: str | None) -> None:
+        self.op = op
+        self.wake = wake  # the job whose readers to wake once committed
+        self.taken = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
+class SqliteStore:
+    """Jobs, rows and events in one SQLite file; see the module docstring.
+
+    ``SqliteStore(path)`` connects on first use; :meth:`open` connects at once, so a
+    file that cannot be used fails there. Either way, connecting applies the schema
+    migrations and purges finished jobs untouched for ``retention`` seconds (``None``
+    keeps them forever).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention: float | None = DEFAULT_RETENTION,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.retention = retention
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._lock = anyio.Lock()
+        self._queue: list[_Write[Any]] = []
+        self._signals: dict[str, anyio.Event] = {}
+        self._waiters: dict[str, int] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        retention: float | None = DEFAULT_RETENTION,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> SqliteStore:
+        """Open (creating it and its directories) the file a ``sqlite:///`` URL names."""
+        store = cls(path_from_url(url), retention=retention, busy_timeout=busy_timeout)
+        try:
+            await store.ping()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    # -- the protocol ----------------------------------------------------------------
+
+    async def add_job(self, job: Job, rows: Sequence[RowOutcome], event: EventDraft) -> Event:
+        op = functools.partial(schema.add_job, job, rows, event)
+        return await self._write(op, wake=job.id)
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._read(schema.get_job, job_id)
+
+    async def find_job(self, idempotency_key: str) -> Job | None:
+        return await self._read(schema.find_job, idempotency_key)
+
+    async def list_jobs(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
+        return await self._read(schema.list_jobs, limit, offset)
+
+    async def get_rows(self, job_id: str) -> list[RowOutcome]:
+        return await self._read(schema.get_rows, job_id)
+
+    async def save(
+        self, job_id: str, rows: Sequence[RowOutcome], events: Sequence[EventDraft]
+    ) -> list[Event]:
+        op = functools.partial(schema.save, job_id, rows, events)
+        return await self._write(op, wake=job_id if events else None)
+
+    async def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        event: EventDraft,
+        *,
+        allowed: frozenset[JobState] | None = None,
+        owner: str | None = None,
+        lease: float | None = None,
+    ) -> Job:
+        op = functools.partial(schema.transition, job_id, state, event, allowed, owner, lease)
+        return await self._write(op, wake=job_id)
+
+    async def renew_lease(self, job_id: str, owner: str, lease: float) -> bool:
+        return await self._write(functools.partial(schema.renew_lease, job_id, owner, lease))
+
+    async def active_jobs(self) -> list[Job]:
+        return await self._read(schema.active_jobs)
+
+    async def read_events(self, job_id: str, after: int = 0, *, wait: float = 0.0) -> list[Event]:
+        if wait <= 0:
+            return await self._read(schema.read_events, job_id, after)
+        deadline = anyio.current_time() + wait
+        self._waiters[job_id] = self._waiters.get(job_id, 0) + 1
+        try:
+            while True:
+                # Taken before the read: a write committed after the read sets it.
+                signal = self._signal(job_id)
+                events = await self._read(schema.read_events, job_id, after)
+                remaining = deadline - anyio.current_time()
+                if events or remaining <= 0:
+                    return events
+                # Writes through this store wake us at once; another process's
+                # writes are only seen by looking again.
+                with anyio.move_on_after(min(POLL_INTERVAL, remaining)):
+                    await signal.wait()
+        finally:
+            self._forget_waiter(job_id)
+
+    async def ping(self) -> None:
+        await self._read(schema.ping)
+
+    async def aclose(self) -> None:
+        # Shielded: a connection left open by a cancelled close would leak.
+        with anyio.CancelScope(shield=True):
+            async with self._lock:  # lets an operation in flight finish first
+                self._closed = True
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await anyio.to_thread.run_sync(conn.close)
+
+    # -- beyond the protocol ---------------------------------------------------------
+
+    async def purge_expired(self) -> int:
+        """Delete finished jobs (with their rows and events) untouched for longer than
+        ``retention``; returns how many. Pending, active and interrupted jobs stay."""
+        if self.retention is None:
+            return 0
+        return await self._write(functools.partial(schema.purge, self.retention))
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def _read(self, op: Callable[..., T], *args: Any) -> T:
+        async with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            # Not abandoned on cancellation: the lock must outlive the statement.
+            return await anyio.to_thread.run_sync(self._run, functools.partial(op, *args))
+
+    async def _write(self, op: Op[T], *, wake: str | None = None) -> T:
+        """Queue ``op``; whoever holds the lock next commits every queued write."""
+        write = _Write(op, wake)
+        self._queue.append(write)
+        try:
+            async with self._lock:
+                # Usually taken already by the batch of a task ahead of us.
+                while not write.taken:
+                    await self._flush()
+        except BaseException:
+            # Cancelled before any batch took it: it never happens.
+            if not write.taken:
+                self._queue.remove(write)
+            raise
+        return write.outcome()
+
+    async def _flush(self) -> None:
+        batch = self._queue[:MAX_BATCH]
+        del self._queue[:MAX_BATCH]
+        for write in batch:
+            write.taken = True
+        if self._closed:
+            for write in batch:
+                write.error = self._closed_error()
+            return
+        await anyio.to_thread.run_sync(self._run_batch, batch)
+        for write in batch:
+            if write.error is None and write.wake is not None:
+                self._wake(write.wake)
+
+    def _run(self, op: Op[T]) -> T:
+        """In the worker thread: connect if need be, run ``op``, translate errors."""
+        try:
+            return op(self._connection())
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _run_batch(self, batch: Sequence[_Write[Any]]) -> None:
+        """In the worker thread: every write of ``batch`` in one transaction."""
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            error = self._translate(exc)
+            for write in batch:
+                # One exception each: every caller raises (and extends) its own.
+                write.error = StoreError(str(error))
+                write.error.__cause__ = exc
+            return
+        # A savepoint each, so that one failing write leaves the others of the batch;
+        # a batch of one needs none: its failure rolls the transaction back.
+        alone = len(batch) == 1
+        try:
+            for write in batch:
+                if not alone:
+                    conn.execute("SAVEPOINT write")
+                try:
+                    write.value = write.op(conn)
+                except Exception as exc:
+                    if not alone:
+                        conn.execute("ROLLBACK TO write")
+                    write.error = self._translate(exc)
+                if not alone:
+                    conn.execute("RELEASE write")
+            conn.execute("ROLLBACK" if alone and batch[0].error is not None else "COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            # Nothing of the batch is committed: no write may report success. Those
+            # refused on their own (a conflict, an unknown job) keep their answer.
+            for write in batch:
+                if write.error is None:
+                    write.value = None
+                    write.error = self._translate(exc) if isinstance(exc, Exception) else exc
+            if not isinstance(exc, Exception):
+                raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != MEMORY:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the directory of the job store {self.path}: {exc}"
+                ) from exc
+        # isolation_level=None: no implicit transactions; we BEGIN IMMEDIATE ourselves.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,  # used from worker threads, one at a time
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000):d}")
+            conn.execute("PRAGMA foreign_keys = ON")  # rows and events go with their job
+            # A file system without shared memory keeps its old journal mode: slower
+            # with concurrent readers, still correct, so the answer is not checked.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            schema.migrate(self.path, conn)
+            if self.retention is not None:
+                conn.execute("BEGIN IMMEDIATE")
+                schema.purge(self.retention, conn)
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _translate(self, exc: Exception) -> Exception:
+        if isinstance(exc, sqlite3.Error):
+            return self._error(exc)
+        if isinstance(exc, HospitalBulkError):
+            return exc
+        return StoreError(f"the job store {self.path} failed: {exc!r}")
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreError(
+                f"the job store {self.path} stayed locked by another connection for more "
+                f"than {self.busy_timeout:g} s: {exc}"
+            )
+        if code == sqlite3.SQLITE_CANTOPEN:
+            return StoreError(f"cannot open the job store {self.path}: {exc}")
+        return StoreError(f"the job store {self.path} failed: {exc}")
+
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"the job store {self.path} is closed")
+
+    def _signal(self, job_id: str) -> anyio.Event:
+        signal = self._signals.get(job_id)
+        if signal is None:
+            signal = self._signals[job_id] = anyio.Event()
+        return signal
+
+    def _wake(self, job_id: str) -> None:
+        signal = self._signals.pop(job_id, None)
+        if signal is not None:
+            signal.set()
+
+    def _forget_waiter(self, job_id: str) -> None:
+        # The last reader of a job drops its signal: jobs only another process
+        # writes would otherwise leave one behind each.
+        left = self._waiters[job_id] - 1
+        if left:
+            self._waiters[job_id] = left
+        else:
+            del self._waiters[job_id]
+            self._signals.pop(job_id, None)
