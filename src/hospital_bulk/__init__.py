@@ -21,8 +21,8 @@ from ._models import (
     ValidationReport,
 )
 from ._pacing import CallKind, LocalRateGate, RateGate
-from ._processor import BulkProcessor, JobSnapshot, ProcessingJob, ProcessorSettings
-from ._runner import RetryPolicy
+from ._processor import BulkProcessor, JobSnapshot, ProcessingJob
+from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
 from ._summary import JobSummary, RowSummary
 from .exceptions import (

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import BinaryIO
@@ -14,7 +12,7 @@ import anyio
 import attrs
 
 from ._client import DirectoryClient, HttpDirectoryClient
-from ._csv import CsvOptions, CsvReader, CsvRow
+from ._csv import CsvReader, CsvRow
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
     RESUMABLE_STATES,
@@ -27,36 +25,17 @@ from ._jobs import (
     new_job_id,
     utcnow,
 )
-from ._models import RateLimit, ValidationReport
+from ._models import ValidationReport
+from ._owners import new_owner_id, owner_is_dead
 from ._pacing import CallKind, LocalRateGate, Pacer, RateGate
-from ._runner import JobRun, RetryPolicy
+from ._runner import JobRun
+from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
 from .exceptions import InvalidCsvError, JobConflictError
 from .stores.memory import MemoryStore
 
 Source = bytes | BinaryIO | os.PathLike[str]
-
-
-@attrs.frozen
-class ProcessorSettings:
-    """How the processor treats the upstream. Defaults match the real directory."""
-
-    concurrency: int = 20
-    #: Creates per window; ``None`` or a count of 0 means unpaced.
-    create_limit: RateLimit | None = RateLimit(30, 60.0)
-    #: Every other call (list, activate, delete): the upstream allows 50 per minute.
-    other_limit: RateLimit | None = RateLimit(50, 60.0)
-    #: Pause after a 429 without Retry-After when no rate limit is known (unpaced).
-    unpaced_throttle_pause: float = 1.0
-    batch_size: int = 20
-    csv: CsvOptions = CsvOptions(max_rows=10_000)
-    retry: RetryPolicy = RetryPolicy()
-    #: How often a watcher re-checks a quiet job (seconds).
-    watch_poll: float = 1.0
-    #: A running job's lease: renewed every third of it; once expired, another
-    #: process may declare the job interrupted and take it over.
-    lease_ttl: float = 30.0
 
 
 @attrs.frozen
@@ -92,9 +71,8 @@ class BulkProcessor:
         self.settings = settings
         self._pacer: Pacer | None = None
         self._runs: dict[str, JobRun] = {}
-        #: Who runs jobs here, in the store's eyes: host and pid let a process on the
-        #: same host see at once that a crashed owner is gone.
-        self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: Who runs jobs here, in the store's eyes.
+        self.owner_id = new_owner_id()
 
     # -- files -----------------------------------------------------------------------
 
@@ -306,7 +284,7 @@ class BulkProcessor:
         for job in await self.store.active_jobs():
             if job.id in self._runs:
                 continue
-            if not (job.lease_expired(now) or _owner_is_dead(job.owner)):
+            if not (job.lease_expired(now) or owner_is_dead(job.owner)):
                 continue
             draft = EventDraft(
                 type=EventType.JOB_STATE_CHANGED, progress=job.progress, state=JobState.INTERRUPTED
@@ -411,23 +389,6 @@ class BulkProcessor:
         except JobConflictError:
             if not quiet:
                 raise
-
-
-def _owner_is_dead(owner: str | None) -> bool:
-    """Whether ``owner`` names a process on this host that no longer exists."""
-    if owner is None:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 #: Events after which a watcher checks whether the job has settled.

@@ -29,6 +29,7 @@ from ._events import EventDraft, EventType
 from ._jobs import Job, JobState, Progress, RowOutcome, RowState
 from ._models import Hospital
 from ._pacing import CallKind, Pacer, full_jitter
+from ._settings import RetryPolicy
 from ._store import JobStore
 from .exceptions import (
     DirectoryError,
@@ -39,15 +40,6 @@ from .exceptions import (
 )
 
 T = TypeVar("T")
-
-
-@attrs.frozen
-class RetryPolicy:
-    attempts: int = 10
-    timeout: float = 900.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    reconcile_rounds: int = 3
 
 
 class StopRequestedError(Exception):

@@ -1,0 +1,42 @@
+"""Settings of the engine: how it treats the upstream."""
+
+from __future__ import annotations
+
+import attrs
+
+from ._csv import CsvOptions
+from ._models import RateLimit
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Retries of calls that provably did not land (not sent, throttled)."""
+
+    #: Attempts per call, the first included; ``timeout`` bounds them all (seconds).
+    attempts: int = 10
+    timeout: float = 900.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    #: How many times a batch is listed and its missing rows re-sent in one run.
+    reconcile_rounds: int = 3
+
+
+@attrs.frozen
+class ProcessorSettings:
+    """How the processor treats the upstream. Defaults match the real directory."""
+
+    concurrency: int = 20
+    #: Creates per window; ``None`` or a count of 0 means unpaced.
+    create_limit: RateLimit | None = RateLimit(30, 60.0)
+    #: Every other call (list, activate, delete): the upstream allows 50 per minute.
+    other_limit: RateLimit | None = RateLimit(50, 60.0)
+    #: Pause after a 429 without Retry-After when no rate limit is known (unpaced).
+    unpaced_throttle_pause: float = 1.0
+    batch_size: int = 20
+    csv: CsvOptions = CsvOptions(max_rows=10_000)
+    retry: RetryPolicy = RetryPolicy()
+    #: How often a watcher re-checks a quiet job (seconds).
+    watch_poll: float = 1.0
+    #: A running job's lease: renewed every third of it; once expired, another
+    #: process may declare the job interrupted and take it over.
+    lease_ttl: float = 30.0
