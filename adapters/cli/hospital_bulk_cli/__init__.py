@@ -1,11 +1,10 @@
-"""The command line: a thin typer adapter over :mod:`hospital_bulk`."""
+"""The command line: a thin typer adapter over :mod:`hospital_bulk`.
+
+``hospital-bulk --help`` lists the commands; ``docs/cli.md`` describes them.
+"""
 
 from __future__ import annotations
 
-import sys
+from .app import app, main
 
-
-def main() -> None:
-    """Entry point of the ``hospital-bulk`` console script."""
-    sys.stderr.write("hospital-bulk: the command line is not built yet\n")
-    raise SystemExit(1)
+__all__ = ["app", "main"]

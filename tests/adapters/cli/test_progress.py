@@ -1,0 +1,58 @@
+"""The progress bar's columns, fed events directly (the other tests see only its end)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rich.console import Console
+
+from hospital_bulk import Event, EventType, JobState, Progress, RateLimit
+from hospital_bulk_cli.progress import ProgressBarView
+
+
+def event(
+    kind: EventType,
+    progress: Progress,
+    *,
+    state: JobState | None = None,
+    delay: float | None = None,
+) -> Event:
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return Event("job", 1, at, kind, progress, state=state, delay=delay)
+
+
+def shown(view: ProgressBarView) -> str:
+    console = view.progress.console
+    console.print(view.progress.get_renderable())
+    return console.export_text()
+
+
+def test_the_bar_shows_done_failed_rate_eta_and_pacing() -> None:
+    """Rows done of the total, failed ones, the rate, the time left at that rate, the limit."""
+    view = ProgressBarView(30, RateLimit(30, 60.0), Console(record=True, width=120))
+    progress = Progress(total=30, created=9, failed=1, rate=2.5)
+
+    view.event(event(EventType.JOB_STATE_CHANGED, progress, state=JobState.RUNNING))
+
+    line = shown(view)
+    assert "creating" in line
+    assert "10/30" in line
+    assert "1 failed" in line
+    assert "2.5/s" in line
+    assert "ETA 0:00:08" in line
+    assert "paced 30/60s" in line
+
+
+def test_a_429_shows_the_pause_then_the_pacing_again() -> None:
+    """throttle.changed with a delay: "throttled Ns" while it lasts; 0 lifts it."""
+    view = ProgressBarView(30, None, Console(record=True, width=120))
+    progress = Progress(total=30, created=3)
+
+    view.event(event(EventType.THROTTLE_CHANGED, progress, delay=12.0))
+    throttled = shown(view)
+    view.event(event(EventType.THROTTLE_CHANGED, progress, delay=0.0))
+    lifted = shown(view)
+
+    assert "throttled 12s" in throttled
+    assert "unpaced" in lifted
+    assert "throttled" not in lifted

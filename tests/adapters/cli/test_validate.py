@@ -1,0 +1,101 @@
+"""``hospital-bulk validate FILE``: findings as a table or JSON, exit 0 or 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from hospital_bulk_cli import app
+
+BROKEN = (
+    "name,address,phone\n"
+    "General Hospital,1 Main Street,555-0100\n"
+    ",2 Oak Avenue,555-0101\n"
+    "Clinic,3 Elm Road,not a phone\n"
+)
+
+
+def test_a_valid_file_exits_0(runner: CliRunner, example: Path) -> None:
+    """The bundled example is valid: the verdict and the counts, exit status 0."""
+    result = runner.invoke(app, ["validate", str(example)])
+
+    assert 0 == result.exit_code, result.output
+    assert "valid — 30 row(s), 30 valid, 0 error(s), 0 warning(s)" in result.stdout
+
+
+def test_an_invalid_file_shows_each_finding_and_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+    """Each error is a table row: row, line, column, code and message."""
+    path = tmp_path / "broken.csv"
+    path.write_text(BROKEN)
+
+    result = runner.invoke(app, ["validate", str(path)])
+
+    assert 1 == result.exit_code, result.output
+    lines = result.stdout.splitlines()
+    assert "invalid — 3 row(s), 1 valid, 2 error(s), 0 warning(s)" in lines[0]
+    missing = next(line for line in lines if "missing_value" in line)
+    assert ["2", "3", "name", "missing_value"] == missing.split()[:4]
+    phone = next(line for line in lines if "invalid_phone" in line)
+    assert ["3", "4", "phone", "invalid_phone"] == phone.split()[:4]
+
+
+def test_json_gives_the_whole_report(runner: CliRunner, tmp_path: Path) -> None:
+    """`--json` prints the report as one JSON object for machines, and exits as usual."""
+    path = tmp_path / "broken.csv"
+    path.write_text(BROKEN)
+
+    result = runner.invoke(app, ["validate", "--json", str(path)])
+
+    assert 1 == result.exit_code
+    [line] = result.stdout.splitlines()
+    report = json.loads(line)
+    assert (False, 3, 1, 2) == (
+        report["valid"],
+        report["total_rows"],
+        report["valid_rows"],
+        report["error_count"],
+    )
+    expected = [
+        {"row": 2, "line": 3, "column": "name", "code": "missing_value"},
+        {"row": 3, "line": 4, "column": "phone", "code": "invalid_phone"},
+    ]
+    assert expected == [
+        {key: error[key] for key in ("row", "line", "column", "code")} for error in report["errors"]
+    ]
+
+
+def test_json_of_a_valid_file(runner: CliRunner, example: Path) -> None:
+    """A valid file in JSON: valid, its counts, no errors; exit status 0."""
+    result = runner.invoke(app, ["validate", str(example), "--json"])
+
+    assert 0 == result.exit_code
+    report = json.loads(result.stdout)
+    assert (True, 30, 30, []) == (
+        report["valid"],
+        report["total_rows"],
+        report["valid_rows"],
+        report["errors"],
+    )
+
+
+def test_a_missing_file_is_an_error_not_a_traceback(runner: CliRunner, tmp_path: Path) -> None:
+    """A path that does not exist: one clear line on stderr, exit status 1."""
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.csv")])
+
+    assert 1 == result.exit_code
+    assert f"error: no such file: {tmp_path / 'nope.csv'}" == result.stderr.strip()
+    assert "Traceback" not in result.output
+
+
+def test_too_many_rows_for_max_rows(runner: CliRunner, example: Path) -> None:
+    """`--max-rows` (or HOSPITAL_BULK_MAX_ROWS) caps the file: a longer one is invalid."""
+    by_flag = runner.invoke(app, ["validate", str(example), "--max-rows", "10", "--json"])
+    by_env = runner.invoke(
+        app, ["validate", str(example), "--json"], env={"HOSPITAL_BULK_MAX_ROWS": "10"}
+    )
+
+    for result in (by_flag, by_env):
+        assert 1 == result.exit_code
+        assert ["too_many_rows"] == [e["code"] for e in json.loads(result.stdout)["errors"]]
