@@ -421,3 +421,21 @@ async def test_a_run_that_loses_its_lease_stops(fake: FakeDirectory) -> None:
 
     assert len(slow.hospitals) < 20
     assert JobState.INTERRUPTED == (await bulk.get(job.id)).job.state
+
+
+async def test_cancel_does_not_wait_for_the_next_rate_window(fake: FakeDirectory) -> None:
+    """Creates held back by the rate limit are dropped at once on cancel, instead of
+    being sent when the next (minute-long) window opens."""
+    settings = attrs.evolve(UNPACED, create_limit=RateLimit(2, 60.0))
+    bulk = processor(fake, settings)
+    job = await bulk.submit(csv_bytes(records(5)))
+
+    with anyio.fail_after(10):  # a hang guard: without the fix this waits 60 s
+        async with anyio.create_task_group() as group:
+            group.start_soon(bulk.run, job.id)
+            while len(fake.hospitals) < 2:
+                await anyio.sleep(0.01)
+            await bulk.cancel(job.id)
+
+    assert JobState.CANCELLED == (await bulk.get(job.id)).job.state
+    assert 2 == len(fake.hospitals)

@@ -155,13 +155,15 @@ class Pacer:
     def concurrency(self) -> int:
         return int(self._slots.total_tokens)
 
-    def slot(self, kind: CallKind) -> _Slot:
+    def slot(self, kind: CallKind, stop: anyio.Event | None = None) -> _Slot:
         """Hold one concurrency slot and one rate token of ``kind`` while calling.
 
         The slot is taken before the token: a token taken while waiting for a slot
-        could be spent in a later window than the one it counted in.
+        could be spent in a later window than the one it counted in. Once ``stop``
+        is set, the wait for a token ends at once without one: the caller must then
+        not send (waiting up to a whole window to cancel would be absurd).
         """
-        return _Slot(self, kind)
+        return _Slot(self, kind, stop)
 
     async def throttled(self, kind: CallKind, retry_after: float | None) -> float:
         return await self.gate.throttled(kind, retry_after)
@@ -173,20 +175,25 @@ class Pacer:
 class _Slot:
     """``Pacer.slot()``: a plain class, as it is entered once per upstream call."""
 
-    __slots__ = ("_kind", "_pacer")
+    __slots__ = ("_kind", "_pacer", "_stop")
 
-    def __init__(self, pacer: Pacer, kind: CallKind) -> None:
+    def __init__(self, pacer: Pacer, kind: CallKind, stop: anyio.Event | None) -> None:
         self._pacer = pacer
         self._kind = kind
+        self._stop = stop
 
     async def __aenter__(self) -> None:
-        pacer = self._pacer
+        pacer, stop = self._pacer, self._stop
         await pacer._slots.acquire()
         try:
             # The gate may live in another process: asking again after its wait is
             # the only way to learn when a token is free.
-            while (wait := await pacer.gate.take(self._kind)) > 0:  # noqa: ASYNC110
-                await anyio.sleep(wait)
+            while not (stop and stop.is_set()) and (wait := await pacer.gate.take(self._kind)) > 0:
+                if stop is None:
+                    await anyio.sleep(wait)
+                    continue
+                with anyio.move_on_after(wait):
+                    await stop.wait()
         except BaseException:
             pacer._slots.release()
             raise

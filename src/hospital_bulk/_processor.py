@@ -142,7 +142,7 @@ class BulkProcessor:
         """Stop dispatching creates; in-flight ones finish and the job stays resumable."""
         run = self._runs.get(job_id)
         if run is not None:
-            run.stop_requested = True
+            run.stop()
             return await self.store.get_job(job_id)
         job = await self.store.get_job(job_id)
         if job.state.is_active:
@@ -374,7 +374,8 @@ class BulkProcessor:
             await anyio.sleep(ttl / 3)
             if not await self.store.renew_lease(run.job.id, self.owner_id, ttl):
                 # Someone declared us dead and may be running the job: stop at once.
-                run.lease_lost = run.stop_requested = True
+                run.lease_lost = True
+                run.stop()
                 work.cancel()
                 return
 

@@ -102,6 +102,7 @@ class JobRun:
         self.on_throttle = on_throttle
         self.tally = _Tally(rows)
         self.stop_requested = False
+        self._stop = anyio.Event()
         self.lease_lost = False
         self.throttled = False
 
@@ -116,6 +117,11 @@ class JobRun:
         async with anyio.create_task_group() as group:
             for batch_id in self.job.batch_ids:
                 group.start_soon(self._activate_batch, batch_id)
+
+    def stop(self) -> None:
+        """Send no more creates; those in flight finish."""
+        self.stop_requested = True
+        self._stop.set()
 
     def final_state(self) -> JobState:
         if self.stop_requested:
@@ -315,7 +321,8 @@ class JobRun:
         return full_jitter(attempt, initial=policy.backoff_initial, maximum=policy.backoff_max)
 
     async def _send_once(self, kind: CallKind, send: Callable[[], Awaitable[T]]) -> T:
-        async with self.pacer.slot(kind):
+        stop = self._stop if kind is CallKind.CREATE else None
+        async with self.pacer.slot(kind, stop):
             if self.stop_requested and kind is CallKind.CREATE:
                 raise StopRequestedError
             try:
