@@ -1,0 +1,202 @@
+"""Routes that read and manage jobs: status, list, cancel, delete, results as CSV."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, Response
+
+from hospital_bulk import Job, JobConflictError, RowOutcome, RowState
+
+from .convert import job_out, status_out
+from .deps import ProcessorDep, ServiceDep
+from .errors import responses
+from .schemas import JobListOut, JobStatusOut, RowStatus
+
+router = APIRouter(tags=["bulk"])
+
+_STATUS_HEADERS = {"Cache-Control": "no-cache"}
+
+
+@router.get(
+    "/bulk/status/{batch_id}",
+    summary="A job's state, counters and every row",
+    response_model=JobStatusOut,
+    responses={
+        200: {"headers": {"ETag": {"description": "Changes with every event", "schema": {}}}},
+        304: {"description": "Unchanged since the `If-None-Match` ETag"},
+        **responses(404, 503),
+    },
+)
+async def status(
+    processor: ProcessorDep,
+    batch_id: str,
+    if_none_match: Annotated[
+        str | None,
+        Header(alias="If-None-Match", description="An ETag of an earlier answer: 304 if unchanged"),
+    ] = None,
+) -> Response:
+    """Poll cheaply: send the last `ETag` back as `If-None-Match` to get a 304 until
+    something changes."""
+    job = await processor.store.get_job(batch_id)
+    if if_none_match is not None and _matches(if_none_match, etag(job)):
+        return Response(status_code=304, headers={"ETag": etag(job), **_STATUS_HEADERS})
+    snapshot = await processor.get(batch_id)
+    body = status_out(snapshot).model_dump(mode="json")
+    return JSONResponse(body, headers={"ETag": etag(snapshot.job), **_STATUS_HEADERS})
+
+
+@router.get(
+    "/hospitals/bulk",
+    summary="Jobs, newest first",
+    response_model=JobListOut,
+    responses=responses(422, 503),
+)
+async def list_jobs(
+    processor: ProcessorDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="Jobs per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31, description="Jobs to skip")] = 0,
+) -> JobListOut:
+    jobs = await processor.list_jobs(limit=limit + 1, offset=offset)
+    return JobListOut(
+        jobs=[job_out(job) for job in jobs[:limit]],
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if len(jobs) > limit else None,
+    )
+
+
+@router.post(
+    "/hospitals/bulk/{batch_id}/cancel",
+    summary="Stop sending creates; the job stays resumable",
+    response_model=JobStatusOut,
+    responses={
+        202: {"model": JobStatusOut, "description": "Stopping: creates in flight finish first"},
+        **responses(404, 409, 503),
+    },
+)
+async def cancel(processor: ProcessorDep, batch_id: str) -> Response:
+    """200 once the job is cancelled; 202 while its creates in flight finish (it then ends
+    `cancelled`). 409 for a job that has already finished."""
+    job = await processor.cancel(batch_id)
+    body = status_out(await processor.get(batch_id)).model_dump(mode="json")
+    return JSONResponse(body, 202 if job.state.is_active else 200)
+
+
+@router.delete(
+    "/hospitals/bulk/{batch_id}",
+    summary="Delete the batch's hospitals upstream",
+    response_model=JobStatusOut,
+    responses=responses(404, 409, 502, 503),
+)
+async def delete(service: ServiceDep, batch_id: str) -> JobStatusOut:
+    """Every upstream batch of the job is deleted; the job stays readable, `deleted`.
+    409 while it runs. Deleting again re-sends the upstream deletes."""
+    processor = service.processor
+    if service.runner.get(batch_id) is not None:
+        raise JobConflictError(batch_id, "running", "delete it while it runs")
+    await processor.delete(batch_id)
+    return status_out(await processor.get(batch_id))
+
+
+_FULL_COLUMNS = [
+    "row",
+    "line",
+    "name",
+    "address",
+    "phone",
+    "status",
+    "state",
+    "hospital_id",
+    "creation_batch_id",
+    "error_code",
+    "error",
+]
+_CSV_EXAMPLE = (
+    "row,line,name,address,phone,status,state,hospital_id,creation_batch_id,error_code,error\r\n"
+    "1,2,General Hospital,1 Main St,555-0100,created_and_activated,activated,101,"
+    "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b,,\r\n"
+)
+
+
+@router.get(
+    "/hospitals/bulk/{batch_id}/results.csv",
+    summary="Every row with its outcome, as CSV",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The rows, as CSV (an attachment)",
+            "content": {"text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}},
+        },
+        **responses(404, 422, 503),
+    },
+)
+async def results_csv(
+    processor: ProcessorDep,
+    batch_id: str,
+    status: Annotated[
+        RowStatus | None,
+        Query(
+            description="Only rows with this status. `failed` gives the columns name, "
+            "address, phone of the rows provably not created: fix them, upload the file."
+        ),
+    ] = None,
+) -> Response:
+    snapshot = await processor.get(batch_id)
+    pairs = zip(snapshot.rows, snapshot.summary().hospitals, strict=True)
+    chosen = [(row, hospital) for row, hospital in pairs if status in (None, hospital.status)]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    headers: dict[str, str] = {}
+    if status == "failed":
+        # Rows that may exist upstream would be created twice by a new upload: a resume
+        # settles them. Only rows never created go into the file.
+        safe = [row for row, _ in chosen if _never_created(row.state, row.attempts)]
+        headers["X-Rows-Withheld"] = str(len(chosen) - len(safe))
+        writer.writerow(["name", "address", "phone"])
+        writer.writerows([r.record.name, r.record.address, r.record.phone or ""] for r in safe)
+        name = f"{snapshot.job.id}-failed.csv"
+    else:
+        writer.writerow(_FULL_COLUMNS)
+        writer.writerows(_full_row(row, hospital.status) for row, hospital in chosen)
+        name = f"{snapshot.job.id}-results.csv"
+    headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def etag(job: Job) -> str:
+    """Changes with every event (each row change has one) and every state change."""
+    digest = hashlib.blake2s(f"{job.id}:{job.last_seq}:{job.state}".encode()).hexdigest()
+    return f'W/"{digest[:24]}"'
+
+
+def _matches(if_none_match: str, current: str) -> bool:
+    """Weak comparison (RFC 9110): the opaque tags match, ``W/`` aside."""
+    if if_none_match.strip() == "*":
+        return True
+    wanted = current.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+def _never_created(state: RowState, attempts: int) -> bool:
+    return state is RowState.FAILED or (state is RowState.PENDING and attempts == 0)
+
+
+def _full_row(row: RowOutcome, status: str) -> list[object]:
+    return [
+        row.row,
+        row.line,
+        row.record.name,
+        row.record.address,
+        row.record.phone or "",
+        status,
+        row.state,
+        "" if row.hospital_id is None else row.hospital_id,
+        row.batch_id,
+        row.error_code or "",
+        row.error or "",
+    ]

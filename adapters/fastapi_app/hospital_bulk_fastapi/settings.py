@@ -1,0 +1,76 @@
+"""The service's settings, read from the environment, and how they map onto the engine's."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hospital_bulk import DEFAULT_BASE_URL, CsvOptions, ProcessorSettings, RateLimit
+from hospital_bulk.stores import default_store_url
+
+#: ``HOSPITAL_API_BASE=embedded`` runs an in-process fake directory instead of a remote one.
+EMBEDDED = "embedded"
+
+
+class ServiceSettings(BaseSettings):
+    """Every knob of the service; each field names its environment variable.
+
+    Build one in code with the field names (``ServiceSettings(store="memory://")``)
+    or let the environment fill it (``HOSPITAL_BULK_STORE=memory://``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="HOSPITAL_BULK_", populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    #: ``HOSPITAL_API_BASE``: the Hospital Directory, or ``embedded`` for a fake in memory.
+    api_base: Annotated[str, Field(validation_alias="HOSPITAL_API_BASE")] = DEFAULT_BASE_URL
+    #: ``HOSPITAL_BULK_EMBEDDED_LATENCY``: seconds each create takes in the embedded fake.
+    embedded_latency: Annotated[float, Field(ge=0, le=60)] = 0.5
+    #: ``HOSPITAL_BULK_STORE``: ``memory://``, ``sqlite:///PATH`` or ``redis://HOST``.
+    store: str = Field(default_factory=default_store_url, min_length=1)
+    #: ``HOSPITAL_BULK_RATE_LIMIT``: creates per window; 0 sends as fast as allowed.
+    rate_limit: Annotated[int, Field(ge=0)] = 30
+    #: ``HOSPITAL_BULK_RATE_WINDOW``: the rate window, in seconds.
+    rate_window: Annotated[float, Field(gt=0)] = 60.0
+    #: ``HOSPITAL_BULK_CONCURRENCY``: calls in flight at once, all jobs together.
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
+    #: ``HOSPITAL_BULK_MAX_ROWS``: data rows a file may hold.
+    max_rows: Annotated[int, Field(ge=1)] = 10_000
+    #: ``HOSPITAL_BULK_MAX_UPLOAD_BYTES``: the largest file accepted (413 above it).
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
+    #: ``HOSPITAL_BULK_SYNC_TIMEOUT``: seconds a request waits for its job before a 202.
+    sync_timeout: Annotated[float, Field(ge=0)] = 300.0
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_api_base(cls, value: str) -> str:
+        if value == EMBEDDED:
+            return value
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"use an absolute http(s) URL or {EMBEDDED!r}")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.api_base == EMBEDDED
+
+    def processor_settings(self) -> ProcessorSettings:
+        """The engine's settings: 0 creates per window means unpaced, every call."""
+        csv = CsvOptions(max_rows=self.max_rows)
+        if self.rate_limit == 0:
+            return ProcessorSettings(
+                concurrency=self.concurrency, create_limit=None, other_limit=None, csv=csv
+            )
+        return ProcessorSettings(
+            concurrency=self.concurrency,
+            create_limit=RateLimit(self.rate_limit, self.rate_window),
+            csv=csv,
+        )

@@ -1,0 +1,252 @@
+"""The service as a whole: settings, lifespan, recovery, shutdown, health, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from contextlib import aclosing
+
+import anyio
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from hospital_bulk import (
+    BulkProcessor,
+    EventDraft,
+    EventType,
+    JobState,
+    MemoryStore,
+    RateLimit,
+    StoreError,
+)
+from hospital_bulk.testing import FakeDirectory
+from hospital_bulk_fastapi import ServiceSettings, create_app
+from tests.helpers import UNPACED, csv_bytes, records
+
+from .support import BASE_URL, serve, settled, upload
+
+pytestmark = pytest.mark.anyio
+
+ENV = {
+    "HOSPITAL_API_BASE": "http://directory.test:9000",
+    "HOSPITAL_BULK_STORE": "memory://",
+    "HOSPITAL_BULK_RATE_LIMIT": "12",
+    "HOSPITAL_BULK_RATE_WINDOW": "30",
+    "HOSPITAL_BULK_CONCURRENCY": "7",
+    "HOSPITAL_BULK_MAX_ROWS": "99",
+    "HOSPITAL_BULK_MAX_UPLOAD_BYTES": "1000",
+    "HOSPITAL_BULK_SYNC_TIMEOUT": "4.5",
+    "HOSPITAL_BULK_EMBEDDED_LATENCY": "0.25",
+}
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every variable lands in its field, and the engine's settings follow."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+
+    settings = ServiceSettings()
+    engine = settings.processor_settings()
+
+    assert ("http://directory.test:9000", "memory://", 1000, 4.5, 0.25, False) == (
+        settings.api_base,
+        settings.store,
+        settings.max_upload_bytes,
+        settings.sync_timeout,
+        settings.embedded_latency,
+        settings.embedded,
+    )
+    assert (RateLimit(12, 30.0), 7, 99) == (
+        engine.create_limit,
+        engine.concurrency,
+        engine.csv.max_rows,
+    )
+
+
+def test_a_rate_limit_of_zero_is_unpaced() -> None:
+    """HOSPITAL_BULK_RATE_LIMIT=0: neither creates nor other calls are paced."""
+    engine = ServiceSettings(rate_limit=0, store="memory://").processor_settings()
+
+    assert (None, None) == (engine.create_limit, engine.other_limit)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"api_base": "ftp://x"},
+        {"api_base": "not a url"},
+        {"rate_limit": -1},
+        {"concurrency": 0},
+        {"max_upload_bytes": 0},
+    ],
+)
+def test_bad_settings_are_refused(changes: dict[str, object]) -> None:
+    """Nonsense settings stop the service at start, with the field named."""
+    with pytest.raises(ValidationError):
+        ServiceSettings(store="memory://", **changes)  # type: ignore[arg-type]
+
+
+def test_importing_the_server_module_opens_nothing() -> None:
+    """`hospital_bulk_fastapi.main` builds the app without touching the store or network.
+
+    The store URL names a directory that cannot exist: only opening it would fail.
+    """
+    env = {"HOSPITAL_BULK_STORE": "sqlite:////nonexistent/dir/jobs.sqlite3", "PATH": ""}
+    code = "import hospital_bulk_fastapi.main as m; print(m.app.title)"
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert (0, "Hospital Bulk Processor") == (result.returncode, result.stdout.strip())
+
+
+async def test_the_embedded_mode_runs_without_a_directory() -> None:
+    """HOSPITAL_API_BASE=embedded: the lifespan builds a fake directory; uploads complete."""
+    settings = ServiceSettings(
+        api_base="embedded", embedded_latency=0.001, store="memory://", rate_limit=0
+    )
+    async with serve(create_app(settings)) as client:
+        response = await client.post("/hospitals/bulk", files=upload(csv_bytes(records(3))))
+        ready = await client.get("/readyz")
+
+    assert (200, "completed") == (response.status_code, response.json()["state"])
+    assert (200, {"status": "ok"}) == (ready.status_code, ready.json())
+
+
+async def test_an_unknown_store_url_fails_the_start() -> None:
+    """A store URL of no known scheme stops the lifespan with the reason."""
+    app = create_app(ServiceSettings(api_base="embedded", store="bogus://x"))
+
+    with pytest.raises(ValueError, match="unknown store URL"):
+        async with app.router.lifespan_context(app):
+            pass  # pragma: no cover
+
+
+async def test_shutdown_interrupts_running_jobs(settings: ServiceSettings) -> None:
+    """Jobs still running at shutdown are cancelled and recorded `interrupted`."""
+    processor = BulkProcessor(FakeDirectory(latency=5.0), settings=UNPACED)
+    async with serve(create_app(settings, processor=processor)) as client:
+        accepted = await client.post(
+            "/hospitals/bulk", files=upload(csv_bytes(records(2))), params={"mode": "async"}
+        )
+        batch_id = accepted.json()["batch_id"]
+        with anyio.fail_after(5):
+            async with aclosing(processor.watch(batch_id)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    if event.state is JobState.RUNNING:
+                        break
+
+    assert JobState.INTERRUPTED == (await processor.get(batch_id)).job.state
+
+
+async def test_start_up_marks_jobs_of_dead_processes_interrupted(
+    settings: ServiceSettings, fake: FakeDirectory
+) -> None:
+    """A job left `running` by a dead process (its lease expired) is `interrupted` once the
+    service has started, and a resume finishes it."""
+    store = MemoryStore()
+    first = BulkProcessor(fake, store, UNPACED)
+    job = await first.submit(csv_bytes(records(2)))
+    draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress)
+    await store.transition(job.id, JobState.RUNNING, draft, owner="gone:1:x", lease=-1.0)
+
+    app = create_app(settings, processor=BulkProcessor(fake, store, UNPACED))
+    async with serve(app) as client:
+        status = (await client.get(f"/bulk/status/{job.id}")).json()
+        resumed = await client.post(f"/hospitals/bulk/{job.id}/resume")
+
+    assert "interrupted" == status["state"]
+    assert (200, "completed") == (resumed.status_code, resumed.json()["state"])
+
+
+class BrokenStore(MemoryStore):
+    async def ping(self) -> None:
+        raise StoreError("disk on fire")
+
+
+async def test_readyz_is_503_when_the_store_does_not_answer(
+    settings: ServiceSettings, fake: FakeDirectory
+) -> None:
+    """readyz asks the store; healthz only says the process lives."""
+    app = create_app(settings, processor=BulkProcessor(fake, BrokenStore(), UNPACED))
+    async with serve(app) as client:
+        ready = await client.get("/readyz")
+        alive = await client.get("/healthz")
+
+    assert (503, "unavailable") == (ready.status_code, ready.json()["status"])
+    assert "disk on fire" in ready.json()["detail"]
+    assert (200, {"status": "ok"}) == (alive.status_code, alive.json())
+
+
+async def test_outside_its_lifespan_the_service_is_503(settings: ServiceSettings) -> None:
+    """Before start-up (or after shutdown) routes answer 503, not a crash."""
+    app = create_app(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE_URL
+    ) as client:
+        status = await client.get("/bulk/status/x")
+        ready = await client.get("/readyz")
+
+    assert (503, "unavailable") == (status.status_code, status.json()["code"])
+    assert 503 == ready.status_code
+
+
+async def test_a_store_failure_is_503(settings: ServiceSettings, fake: FakeDirectory) -> None:
+    """StoreError from any route: 503 `store_unavailable` with Retry-After."""
+
+    class FailingReads(MemoryStore):
+        async def list_jobs(self, *, limit: int = 50, offset: int = 0) -> list:  # type: ignore[type-arg]
+            raise StoreError("locked")
+
+    app = create_app(settings, processor=BulkProcessor(fake, FailingReads(), UNPACED))
+    async with serve(app) as client:
+        response = await client.get("/hospitals/bulk")
+
+    assert (503, "store_unavailable", "5") == (
+        response.status_code,
+        response.json()["code"],
+        response.headers["retry-after"],
+    )
+
+
+async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> None:
+    """Every operation has a summary and an error model; FastAPI's own 422 shape is gone."""
+    schema = (await client.get("/openapi.json")).json()
+    docs = await client.get("/docs")
+
+    operations = [op for path in schema["paths"].values() for op in path.values()]
+    assert 11 == len(operations)
+    assert all(op.get("summary") for op in operations)
+    assert "HTTPValidationError" not in json.dumps(schema)
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    assert ["application/json"] == list(response["content"]), (path, status)
+    assert 200 == docs.status_code
+
+
+async def test_unknown_routes_and_methods_use_the_error_shape(client: httpx.AsyncClient) -> None:
+    """404 and 405 from routing answer `{detail, code}` too."""
+    missing = await client.get("/no/such/thing")
+    wrong = await client.put("/healthz")
+
+    assert (404, "not_found") == (missing.status_code, missing.json()["code"])
+    assert (405, "method_not_allowed") == (wrong.status_code, wrong.json()["code"])
+    assert "GET" in wrong.headers["allow"]
+
+
+async def test_jobs_of_a_restarted_service_stay_readable(
+    settings: ServiceSettings, fake: FakeDirectory
+) -> None:
+    """The store outlives one app: a second app on it reads the first one's jobs."""
+    store = MemoryStore()
+    async with serve(create_app(settings, processor=BulkProcessor(fake, store, UNPACED))) as one:
+        batch_id = (await one.post("/hospitals/bulk", files=upload(csv_bytes(records(1))))).json()[
+            "batch_id"
+        ]
+    async with serve(create_app(settings, processor=BulkProcessor(fake, store, UNPACED))) as two:
+        assert "completed" == (await settled(two, batch_id))["state"]
