@@ -32,7 +32,7 @@ from ._runner import JobRun
 from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
-from .exceptions import InvalidCsvError, JobConflictError
+from .exceptions import InvalidCsvError, JobConflictError, StoreError
 from .stores.memory import MemoryStore
 
 Source = bytes | BinaryIO | os.PathLike[str]
@@ -63,8 +63,9 @@ class BulkProcessor:
         *,
         rate_gate: RateGate | None = None,
     ) -> None:
-        """``rate_gate`` shares rate accounting beyond this processor (several
-        processes on one Redis); by default it lives in this processor's memory."""
+        """``rate_gate`` shares rate accounting beyond this processor. By default a
+        store shared by several processes (``RedisStore``) provides one, so they pace
+        together; otherwise it lives in this processor's memory."""
         self._gate = rate_gate
         self.client: DirectoryClient = client if client is not None else HttpDirectoryClient()
         self.store: JobStore = store if store is not None else MemoryStore()
@@ -125,7 +126,15 @@ class BulkProcessor:
             idempotency_key=idempotency_key,
         )
         accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
-        await self.store.add_job(job, rows, accepted)
+        try:
+            await self.store.add_job(job, rows, accepted)
+        except StoreError:
+            # Two uploads with one key raced (stores keep keys unique): the first wins.
+            if idempotency_key is not None:
+                existing = await self.store.find_job(idempotency_key)
+                if existing is not None:
+                    return existing
+            raise
         return await self.store.get_job(job_id)
 
     # -- running ---------------------------------------------------------------------
@@ -249,13 +258,24 @@ class BulkProcessor:
     def pacer(self) -> Pacer:
         # Built on first use: anyio primitives need a running event loop.
         if self._pacer is None:
-            gate = self._gate or LocalRateGate(
-                create_limit=self.settings.create_limit,
-                other_limit=self.settings.other_limit,
-                unpaced_pause=self.settings.unpaced_throttle_pause,
-            )
-            self._pacer = Pacer(concurrency=self.settings.concurrency, gate=gate)
+            self._pacer = Pacer(concurrency=self.settings.concurrency, gate=self._rate_gate())
         return self._pacer
+
+    def _rate_gate(self) -> RateGate:
+        """The gate given, else the store's shared one (a store several processes use
+        offers ``rate_gate``: all of them then pace together), else a local one."""
+        if self._gate is not None:
+            return self._gate
+        limits = (
+            self.settings.create_limit,
+            self.settings.other_limit,
+            self.settings.unpaced_throttle_pause,
+        )
+        shared = getattr(self.store, "rate_gate", None)
+        if callable(shared):
+            gate: RateGate = shared(*limits)
+            return gate
+        return LocalRateGate(create_limit=limits[0], other_limit=limits[1], unpaced_pause=limits[2])
 
     def _new_run(self, job: Job, rows: Sequence[RowOutcome]) -> JobRun:
         return JobRun(

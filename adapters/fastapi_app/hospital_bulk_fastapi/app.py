@@ -78,12 +78,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         processor: BulkProcessor | None = app.state.injected_processor
         if processor is None:
             processor = await _open_processor(settings, stack)
-        recovered = await processor.recover()
-        if recovered:
-            log.warning("%d job(s) of a dead process are now interrupted", len(recovered))
         async with anyio.create_task_group() as group:
-            group.start_soon(_recover_periodically, processor, name="recover jobs")
-            app.state.hospital_bulk = Service(settings, processor, JobRunner(processor, group))
+            runner = JobRunner(processor, group)
+            await _recover(processor, runner, take_over=settings.takes_over)
+            group.start_soon(
+                _recover_periodically, processor, runner, settings.takes_over, name="recover"
+            )
+            app.state.hospital_bulk = Service(settings, processor, runner)
             try:
                 yield
             finally:
@@ -108,13 +109,26 @@ async def _open_processor(settings: ServiceSettings, stack: AsyncExitStack) -> B
     return BulkProcessor(client, store, settings.processor_settings())
 
 
-async def _recover_periodically(processor: BulkProcessor) -> None:
-    """With a shared store, another process may die any time: take its jobs over once its
+async def _recover(processor: BulkProcessor, runner: JobRunner, *, take_over: bool) -> None:
+    """Declare the jobs of dead processes interrupted; with ``take_over``, resume them here."""
+    recovered = await processor.recover()
+    for job in recovered:
+        if take_over:
+            log.warning("taking over job %s from a dead process", job.id)
+            runner.start(job.id, resume=True)
+        else:
+            log.warning("job %s of a dead process is now interrupted", job.id)
+
+
+async def _recover_periodically(
+    processor: BulkProcessor, runner: JobRunner, take_over: bool
+) -> None:
+    """With a shared store, another process may die any time: recover its jobs once its
     lease has expired, as start-up does."""
     while True:
         await anyio.sleep(processor.settings.lease_ttl)
         try:
-            await processor.recover()
+            await _recover(processor, runner, take_over=take_over)
         except Exception:  # a store hiccup must not stop the service; the next round retries
             log.exception("recovering interrupted jobs failed")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -44,6 +45,13 @@ class ServiceSettings(BaseSettings):
     max_upload_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024
     #: ``HOSPITAL_BULK_SYNC_TIMEOUT``: seconds a request waits for its job before a 202.
     sync_timeout: Annotated[float, Field(ge=0)] = 300.0
+    #: ``HOSPITAL_BULK_LEASE_TTL``: seconds a running job's lease lasts unless renewed;
+    #: once it expires, another process declares the job interrupted.
+    lease_ttl: Annotated[float, Field(gt=0)] = 30.0
+    #: ``HOSPITAL_BULK_TAKE_OVER``: resume the jobs a dead process left running. Unset:
+    #: on with Redis (other processes live on to finish them), off otherwise (a
+    #: restarted process shows them ``interrupted``, to resume when you choose).
+    take_over: bool | None = None
 
     @field_validator("api_base")
     @classmethod
@@ -62,15 +70,26 @@ class ServiceSettings(BaseSettings):
     def embedded(self) -> bool:
         return self.api_base == EMBEDDED
 
+    @property
+    def takes_over(self) -> bool:
+        if self.take_over is not None:
+            return self.take_over
+        return urlsplit(self.store).scheme in ("redis", "rediss", "unix")
+
     def processor_settings(self) -> ProcessorSettings:
         """The engine's settings: 0 creates per window means unpaced, every call."""
         csv = CsvOptions(max_rows=self.max_rows)
         if self.rate_limit == 0:
             return ProcessorSettings(
-                concurrency=self.concurrency, create_limit=None, other_limit=None, csv=csv
+                concurrency=self.concurrency,
+                create_limit=None,
+                other_limit=None,
+                csv=csv,
+                lease_ttl=self.lease_ttl,
             )
         return ProcessorSettings(
             concurrency=self.concurrency,
             create_limit=RateLimit(self.rate_limit, self.rate_window),
             csv=csv,
+            lease_ttl=self.lease_ttl,
         )
