@@ -433,9 +433,26 @@ async def test_cancel_does_not_wait_for_the_next_rate_window(fake: FakeDirectory
     with anyio.fail_after(10):  # a hang guard: without the fix this waits 60 s
         async with anyio.create_task_group() as group:
             group.start_soon(bulk.run, job.id)
-            while len(fake.hospitals) < 2:
-                await anyio.sleep(0.01)
+            async for event in bulk.watch(job.id):
+                if event.progress.created == 2:
+                    break
             await bulk.cancel(job.id)
 
     assert JobState.CANCELLED == (await bulk.get(job.id)).job.state
     assert 2 == len(fake.hospitals)
+
+
+async def test_racing_uploads_with_one_idempotency_key_make_one_job(fake: FakeDirectory) -> None:
+    """Concurrent submits with the same key all get the same, single job."""
+    bulk = processor(fake)
+    ids: list[str] = []
+
+    async def submit() -> None:
+        ids.append((await bulk.submit(csv_bytes(records(3)), idempotency_key="same")).id)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(submit)
+
+    assert 1 == len(set(ids))
+    assert 1 == len(await bulk.list_jobs())

@@ -315,3 +315,17 @@ async def test_lease_is_taken_renewed_and_dropped(store: JobStore) -> None:
     assert (None, None) == (done.owner, done.lease_expires)
     assert [] == await store.active_jobs()
     assert not await store.renew_lease(job.id, "a", 60)
+
+
+async def test_idempotency_keys_are_unique(store: JobStore) -> None:
+    """A second job with a key already used is refused: racing uploads make one job."""
+    first, rows = make_job(key="upload-7")
+    second, _ = make_job(key="upload-7")
+    await store.add_job(first, rows, accepted())
+
+    with pytest.raises(StoreError):
+        await store.add_job(second, rows, accepted())
+
+    found = await store.find_job("upload-7")
+    assert found is not None
+    assert first.id == found.id

@@ -37,15 +37,16 @@ def store_errors() -> Iterator[None]:
 #: KEYS: job, rows, events, job index, active set[, idempotency key]
 #: ARGV: job id, created (index score), core, state, owner, lease_expires, progress,
 #:       at, first event, active ("1"/"0"), then row number and row JSON pairs.
-#: Returns 1, or 0 when the job exists already.
+#: Returns 1, 0 when the job exists already, or -1 when the idempotency key is taken.
 ADD_JOB = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
 redis.call('HSET', KEYS[1], 'core', ARGV[3], 'rev', 0, 'state', ARGV[4], 'owner', ARGV[5],
     'lease_expires', ARGV[6], 'last_seq', 1, 'progress', ARGV[7], 'updated_at', ARGV[8])
 redis.call('XADD', KEYS[3], '1-0', 'at', ARGV[8], 'event', ARGV[9])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 if ARGV[10] == '1' then redis.call('SADD', KEYS[5], ARGV[1]) end
-if KEYS[6] then redis.call('SET', KEYS[6], ARGV[1], 'NX') end
+if KEYS[6] then redis.call('SET', KEYS[6], ARGV[1]) end
 for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """

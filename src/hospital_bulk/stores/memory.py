@@ -26,6 +26,8 @@ class MemoryStore:
     async def add_job(self, job: Job, rows: Sequence[RowOutcome], event: EventDraft) -> Event:
         if job.id in self._jobs:
             raise StoreError(f"a job with id {job.id!r} exists already")
+        if job.idempotency_key is not None and await self.find_job(job.idempotency_key):
+            raise StoreError(f"the idempotency key {job.idempotency_key!r} names a job already")
         self._jobs[job.id] = job
         self._rows[job.id] = {row.row: row for row in rows}
         self._events[job.id] = []

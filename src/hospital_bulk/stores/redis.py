@@ -161,8 +161,10 @@ class RedisStore:
             args += [row.row, _json(row)]
         with store_errors():
             added = await self._add_job(keys=keys, args=args)
-        if not added:
+        if added == 0:
             raise StoreError(f"a job with id {job.id!r} exists already")
+        if added == -1:
+            raise StoreError(f"the idempotency key {job.idempotency_key!r} names a job already")
         return Event.from_draft(event, job_id=job.id, seq=1, at=now)
 
     async def get_job(self, job_id: str) -> Job:
