@@ -1,0 +1,347 @@
+"""Reading and validating hospital CSV files, in one streaming pass.
+
+The rules users see are in ``docs/csv.md``. How the pass is built:
+
+- ``_csv_text`` turns bytes into physical lines, so ``csv.reader.line_num`` gives
+  the line where each row ends; the line where a row starts follows from it.
+- ``_csv_header`` recognises the header and says where each column is.
+- ``_csv_rows.check_row`` decides whether a row is valid and says why not. Before it,
+  a cheap test on the whole row accepts the common clean row (trimmed, printable,
+  short, a plain phone) without a call per cell; anything else goes to ``check_row``.
+  Both give the same verdict and the same values for the rows the cheap test accepts.
+- Duplicates are found with 8 bytes per row: the hash of each row's normalised
+  (name, address) goes into an array, and a table of one byte per slot flags rows
+  whose slot was taken before; only those are compared, after the pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator
+from itertools import chain
+
+import attrs
+from attrs.validators import ge, instance_of, optional
+
+from ._csv_duplicates import BATCH, NO_KEY, DuplicateFinder, duplicate_key
+from ._csv_header import Layout, header_layout, headerless_layout, is_header
+from ._csv_rows import FindingLog, check_row
+from ._csv_text import Source, TextLines, sniff_delimiter
+from ._models import Finding, FindingCode, HospitalRecord, Severity, ValidationReport
+
+__all__ = ["CsvOptions", "CsvReader", "CsvRow", "read_csv", "validate_csv"]
+
+# Everything a phone may hold on the cheap test; "x"/"ext" extensions take the full check.
+_PHONE_CHARS = "0123456789+-(). "
+
+_Row = tuple[int, int, str, str, str | None]
+
+
+@attrs.frozen
+class CsvOptions:
+    """Limits of one read.
+
+    ``max_rows`` data rows are allowed (``None``: any number); the first row over it is
+    a ``too_many_rows`` error and ends the read. At most ``max_findings`` errors and as
+    many warnings are kept in full; the counts cover all. ``chunk_size`` valid rows go
+    into each list a :class:`CsvReader` yields.
+    """
+
+    max_rows: int | None = attrs.field(default=None, validator=optional([instance_of(int), ge(1)]))
+    max_field_length: int = attrs.field(default=500, validator=[instance_of(int), ge(1)])
+    max_findings: int = attrs.field(default=1000, validator=[instance_of(int), ge(0)])
+    chunk_size: int = attrs.field(default=1000, validator=[instance_of(int), ge(1)])
+
+
+@attrs.frozen
+class CsvRow:
+    """A valid data row: ``row`` counts data rows from 1, ``line`` is where it starts."""
+
+    row: int
+    line: int
+    record: HospitalRecord
+
+
+class CsvReader:
+    """Reads a file incrementally.
+
+    Iterating yields lists of up to ``options.chunk_size`` valid rows, in file order;
+    once the iteration is exhausted, :attr:`report` holds the
+    :class:`~hospital_bulk.ValidationReport`. A reader is iterated once.
+    """
+
+    def __init__(self, source: Source, options: CsvOptions = CsvOptions()) -> None:
+        self._scan = _Scan(source, options)
+        self._started = False
+        self._report: ValidationReport | None = None
+
+    def __iter__(self) -> Iterator[list[CsvRow]]:
+        if self._started:
+            raise RuntimeError("a CsvReader can be iterated only once")
+        self._started = True
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[list[CsvRow]]:
+        for chunk in self._scan.rows(collect=True):
+            yield [
+                CsvRow(row, line, HospitalRecord(name, address, phone))
+                for row, line, name, address, phone in chunk
+            ]
+        self._report = self._scan.report()
+
+    @property
+    def report(self) -> ValidationReport:
+        if self._report is None:
+            raise RuntimeError("the report is ready once the reader has been iterated to the end")
+        return self._report
+
+
+def validate_csv(source: Source, options: CsvOptions = CsvOptions()) -> ValidationReport:
+    """Check a whole file without building records."""
+    scan = _Scan(source, options)
+    for _ in scan.rows(collect=False):
+        pass
+    return scan.report()
+
+
+def read_csv(
+    source: Source, options: CsvOptions = CsvOptions()
+) -> tuple[ValidationReport, list[CsvRow]]:
+    """The report and every valid row, all in memory: :class:`CsvReader` streams instead."""
+    reader = CsvReader(source, options)
+    rows = [row for chunk in reader for row in chunk]
+    return reader.report, rows
+
+
+class _Scan:
+    def __init__(self, source: Source, options: CsvOptions) -> None:
+        self._options = options
+        self._text = TextLines(source)
+        self._log = FindingLog(options.max_findings)
+        self._duplicates = DuplicateFinder()
+        self._rows_read = 0
+        self._invalid = 0
+        self._has_header = False
+        self._delimiter = ","
+        self._seen_row = False
+
+    def rows(self, collect: bool) -> Iterator[list[_Row]]:
+        try:
+            yield from self._rows(collect)
+        finally:
+            self._text.close()
+
+    def _rows(self, collect: bool) -> Iterator[list[_Row]]:
+        # One long function on purpose: the per-row path must not pay for calls.
+        lists = iter(self._text)
+        first: list[list[str]] = []
+        for lines in lists:
+            first.append(lines)
+            if sample := next((line for line in lines if not line.isspace()), None):
+                self._delimiter = sniff_delimiter(sample)
+                break
+        delimiter = self._delimiter
+        reader = csv.reader(
+            chain.from_iterable(_drain(first, lists)),
+            delimiter=delimiter,
+            strict=True,
+            skipinitialspace=True,
+        )
+        options, log, duplicates = self._options, self._log, self._duplicates
+        max_length, chunk_size = options.max_field_length, options.chunk_size
+        limit = sys.maxsize if options.max_rows is None else options.max_rows
+        # Reaching stop_at sends a row down the slow path, which flushes the duplicate
+        # finder's batch or stops at max_rows: no per-row test for either.
+        stop_at = min(limit, BATCH)
+        add_key, add_line = duplicates.keys.append, duplicates.lines.append
+        join, phone_chars = " ".join, _PHONE_CHARS
+        layout: Layout | None = None
+        decided = False
+        width, name_at, address_at, phone_at = -1, 0, 1, 0
+        has_phone = empty_last_ok = False
+        chunk: list[_Row] = []
+        n = k = off = invalid = 0  # data rows, rows from csv, lines minus rows so far, invalid
+        phone: str | None = ""
+        while True:
+            try:
+                for k, fields in enumerate(reader, k + 1):  # noqa: B020
+                    s = join(fields)
+                    if (
+                        len(fields) == width
+                        and n < stop_at
+                        and len(s) <= max_length
+                        and s.isprintable()
+                        and "  " not in s
+                        and s[0] != " "
+                        and (s[-1] != " " or (empty_last_ok and not fields[-1]))
+                        and (
+                            not (phone := fields[phone_at] if has_phone else "")
+                            or (not phone.strip(phone_chars) and phone[-3:].isdigit() and len(phone) > 2)
+                        )
+                    ):
+                        # Trimmed, printable, no run of spaces, short, a plain phone: valid.
+                        name, address = fields[name_at], fields[address_at]
+                        add_key(hash((name.casefold(), address.casefold())))
+                        add_line(k + off)
+                        n += 1
+                    else:
+                        line = k + off
+                        off = reader.line_num - k
+                        if not "".join(fields).strip():
+                            continue
+                        if not decided:
+                            decided = self._seen_row = True
+                            if is_header(fields):
+                                self._has_header = True
+                                layout, findings = header_layout(fields, line)
+                                for finding in findings:
+                                    log.add(finding)
+                            else:
+                                layout = headerless_layout(len(fields))
+                            if layout is not None:
+                                fast = _fast_settings(layout)
+                                width, name_at, address_at, phone_at, has_phone, empty_last_ok = (
+                                    fast
+                                )
+                            if self._has_header:
+                                continue
+                        if n >= stop_at:
+                            if n >= limit:
+                                self._too_many(n + 1, line)
+                                break
+                            duplicates.flush()
+                            stop_at = min(limit, n + BATCH)
+                        n += 1
+                        cells = None
+                        if layout is not None:
+                            cells = check_row(
+                                fields,
+                                layout,
+                                row=n,
+                                line=line,
+                                max_length=max_length,
+                                delimiter=delimiter,
+                                log=log,
+                            )
+                        if cells is None:
+                            invalid += 1
+                            add_key(NO_KEY)
+                            add_line(line)
+                            continue
+                        name, address, phone = cells
+                        add_key(duplicate_key(name, address))
+                        add_line(line)
+                    if collect:
+                        chunk.append((n, k + off, name, address, phone or None))
+                        if len(chunk) >= chunk_size:
+                            yield chunk
+                            chunk = []
+            except csv.Error as exc:
+                line = k + off + 1
+                off = reader.line_num - k
+                if self._text.failure is not None:
+                    continue  # the row was cut where decoding stopped, which is reported
+                if decided:
+                    if n >= limit:
+                        self._too_many(n + 1, line)
+                        break
+                    n += 1
+                    invalid += 1
+                    add_key(NO_KEY)
+                    add_line(line)
+                self._seen_row = True
+                log.add(_malformed(exc, row=n if decided else None, line=line))
+                continue
+            break
+        self._rows_read, self._invalid = n, invalid
+        if chunk:
+            yield chunk
+
+    def _too_many(self, row: int, line: int) -> None:
+        limit = self._options.max_rows
+        message = (
+            f"the file has more than {limit:,} data rows, the most one file may have;"
+            " split it into smaller files"
+        )
+        self._log.add(Finding(FindingCode.TOO_MANY_ROWS, message, row=row, line=line))
+
+    def report(self) -> ValidationReport:
+        log, text, rows = self._log, self._text, self._rows_read
+        if failure := text.failure:
+            name = {"utf-16": "UTF-16"}.get(text.encoding, "UTF-8")
+            message = (
+                f"the file is not valid {name}: byte {failure.offset:,} (line {failure.line})"
+                f" cannot be decoded ({failure.reason}); reading stopped there."
+                " Save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+            )
+            value = failure.bad_bytes.hex(" ")
+            log.add(Finding(FindingCode.ENCODING, message, line=failure.line, value=value))
+        elif not self._seen_row:
+            message = "the file is empty: it has no rows, only blank lines or nothing at all"
+            log.add(Finding(FindingCode.EMPTY_FILE, message))
+        elif self._has_header and rows == 0:
+            message = "the file has a header but no data rows below it"
+            log.add(Finding(FindingCode.NO_DATA_ROWS, message))
+        for row, line, earlier in self._duplicates.duplicates():
+            message = f"same name and address as row {earlier}; remove one of them"
+            log.add(
+                Finding(
+                    FindingCode.DUPLICATE_ROW,
+                    message,
+                    row=row,
+                    line=line,
+                    severity=Severity.WARNING,
+                )
+            )
+        return ValidationReport(
+            total_rows=rows,
+            valid_rows=rows - self._invalid,
+            errors=tuple(log.errors),
+            warnings=tuple(log.warnings),
+            error_count=log.error_count,
+            warning_count=log.warning_count,
+            has_header=self._has_header,
+            delimiter=self._delimiter,
+            encoding=text.encoding,
+        )
+
+
+def _drain(first: list[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:
+    """``first`` then ``rest``, letting go of each list of ``first`` once it is handed on."""
+    while first:
+        yield first.pop(0)
+    yield from rest
+
+
+def _fast_settings(layout: Layout) -> tuple[int, int, int, int, bool, bool]:
+    """What the cheap test needs: width, name, address and phone index, has phone, empty last."""
+    phone_at = 0 if layout.phone is None else layout.phone
+    empty_last_ok = layout.width - 1 not in (layout.name, layout.address)
+    return (
+        layout.width,
+        layout.name,
+        layout.address,
+        phone_at,
+        layout.phone is not None,
+        empty_last_ok,
+    )
+
+
+def _malformed(exc: csv.Error, row: int | None, line: int) -> Finding:
+    reason = str(exc)
+    if reason.startswith("field larger than field limit"):
+        limit = csv.field_size_limit()
+        message = f"a value is longer than {limit:,} characters, the most the CSV reader takes"
+        return Finding(FindingCode.FIELD_TOO_LONG, message, row=row, line=line)
+    if reason == "unexpected end of data":
+        message = (
+            f'the file ends inside a quoted value that starts on line {line}: a closing " is'
+            " missing"
+        )
+    else:
+        message = (
+            f'the row is not valid CSV ({reason}): a value that starts with " must end with'
+            ' " right before the delimiter, and a " inside it is written ""'
+        )
+    return Finding(FindingCode.MALFORMED_CSV, message, row=row, line=line)

@@ -1,0 +1,205 @@
+"""From bytes to physical lines: encoding detection, incremental decoding, line splitting.
+
+The csv module counts one line for every string it pulls from its input, so handing
+it exactly one physical line per string makes ``reader.line_num`` a physical line
+number, quoted newlines included. Only ``\\r\\n``, ``\\r`` and ``\\n`` end a line
+(as for csv); ``str.splitlines`` also breaks at form feeds, U+2028 and a few more,
+so a chunk holding one of those is split by a slower regex instead.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+from collections.abc import Generator, Iterator
+from typing import BinaryIO
+
+import attrs
+
+CHUNK_BYTES = 1 << 20
+# A longer line is not kept in memory: it could only hold a field far over any limit,
+# and a file without line breaks must not be read into memory whole.
+MAX_LINE_CHARS = 1 << 20
+# Stands in for such a line; the NULs keep it from ever passing as data.
+OVERLONG_LINE = "\x00line too long\x00"
+
+Source = bytes | BinaryIO | os.PathLike[str]
+
+# (BOM, the encoding reported, the codec that decodes what follows the BOM)
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig", "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16", "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16", "utf-16-be"),
+)
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+@attrs.frozen
+class DecodeFailure:
+    """Where decoding stopped. ``offset`` counts bytes from the start of the file, BOM included."""
+
+    offset: int
+    line: int
+    bad_bytes: bytes
+    reason: str
+
+
+def _byte_chunks(source: Source) -> Generator[bytes, None, None]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = memoryview(source).cast("B")
+        for start in range(0, len(data), CHUNK_BYTES):
+            yield bytes(data[start : start + CHUNK_BYTES])
+    elif isinstance(source, str):
+        raise TypeError(
+            "a str is ambiguous: pass a pathlib.Path for a file name or bytes for the content"
+        )
+    elif isinstance(source, os.PathLike):
+        with open(source, "rb") as file:
+            yield from _read(file)
+    else:
+        yield from _read(source)
+
+
+def _read(file: BinaryIO) -> Iterator[bytes]:
+    while chunk := file.read(CHUNK_BYTES):
+        if not isinstance(chunk, bytes | bytearray):
+            raise TypeError("the file object must be opened in binary mode ('rb')")
+        yield bytes(chunk)
+
+
+def split_lines(text: str, plain: bool = False) -> list[str]:
+    """``text`` cut after each ``\\r\\n``, ``\\r`` or ``\\n``; the last piece may be unended.
+
+    ``plain`` says the text is known to hold none of the other characters
+    ``str.splitlines`` breaks at, so its result needs no check.
+    """
+    lines = text.splitlines(keepends=True)
+    if plain:
+        return lines
+    breaks = text.count("\n")
+    if "\r" in text:
+        breaks += text.count("\r") - text.count("\r\n")
+    unended = 1 if text and text[-1] not in "\r\n" else 0
+    if len(lines) != breaks + unended:
+        return _LINE.findall(text)
+    return lines
+
+
+def _plain_utf8(data: bytes) -> bool:
+    """Whether ``data`` encodes none of the characters besides CR and LF that
+    ``str.splitlines`` breaks at. Searching bytes for a byte is a memchr, far faster
+    than counting line breaks in the decoded text."""
+    if any(byte in data for byte in (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")):
+        return False
+    if b"\xc2" in data and b"\xc2\x85" in data:
+        return False
+    return not (b"\xe2" in data and (b"\xe2\x80\xa8" in data or b"\xe2\x80\xa9" in data))
+
+
+def _line_end(text: str) -> int:
+    """The index just past the first line break of ``text``, or -1."""
+    lf = text.find("\n")
+    cr = text.find("\r", 0, lf if lf >= 0 else len(text))
+    if cr >= 0:
+        return cr + 2 if text.startswith("\n", cr + 1) else cr + 1
+    return lf + 1 if lf >= 0 else -1
+
+
+class TextLines:
+    """Iterating yields lists of complete physical lines, each with its line break.
+
+    Reading stops before the first byte that cannot be decoded; ``failure`` then says
+    where it is. ``encoding`` is known once the first list was yielded.
+    """
+
+    def __init__(self, source: Source) -> None:
+        self._chunks = _byte_chunks(source)
+        self.encoding = "utf-8"
+        self.failure: DecodeFailure | None = None
+        self._emitted = 0
+        self._carry = ""
+        self._carry_plain = True
+        self._overlong = False
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def __iter__(self) -> Iterator[list[str]]:
+        head = b""
+        for chunk in self._chunks:
+            head += chunk
+            if len(head) >= len(codecs.BOM_UTF8):
+                break
+        codec, fed = "utf-8", 0
+        for bom, encoding, bom_codec in _BOMS:
+            if head.startswith(bom):
+                self.encoding, codec, fed = encoding, bom_codec, len(bom)
+                break
+        decoder = codecs.getincrementaldecoder(codec)()
+        data, final, held_cr = head[fed:], not head, ""
+        while True:
+            held_bytes = decoder.getstate()[0]
+            pending = len(held_bytes)
+            try:
+                text = decoder.decode(data, final)
+            except UnicodeDecodeError as exc:
+                good = bytes(exc.object[: exc.start]).decode(codec, "replace")
+                # Only the lines before the bad one are handed on: the bad one is cut.
+                if lines := self._lines(held_cr + good, final=False):
+                    yield lines
+                self.failure = DecodeFailure(
+                    offset=fed - pending + exc.start,
+                    line=self._emitted + 1,
+                    bad_bytes=bytes(exc.object[exc.start : exc.end]),
+                    reason=exc.reason,
+                )
+                return
+            fed += len(data)
+            # A character cut by the chunk boundary is checked whole.
+            plain = codec == "utf-8" and _plain_utf8(data) and _plain_utf8(held_bytes + data[:3])
+            text, held_cr = held_cr + text, ""
+            # A final "\r" may be the first half of "\r\n": keep it for the next chunk.
+            if not final and text.endswith("\r"):
+                text, held_cr = text[:-1], "\r"
+            if lines := self._lines(text, final, plain):
+                yield lines
+            if final:
+                return
+            data = next(self._chunks, b"")
+            final = not data
+
+    def _lines(self, text: str, final: bool, plain: bool = False) -> list[str]:
+        head = []
+        if self._overlong:
+            end = _line_end(text)
+            if end < 0 and not final:
+                return []
+            head.append(OVERLONG_LINE + "\n")
+            text = text[end:] if end >= 0 else ""
+            self._overlong = False
+        if self._carry:
+            # The unended line carried over was checked as part of earlier chunks.
+            text, plain = self._carry + text, plain and self._carry_plain
+        lines = split_lines(text, plain)
+        self._carry, self._carry_plain = "", plain
+        if lines and not final and lines[-1][-1] not in "\r\n":
+            self._carry = lines.pop()
+            if len(self._carry) > MAX_LINE_CHARS:
+                self._carry, self._overlong = "", True
+        if head:
+            lines[:0] = head
+        self._emitted += len(lines)
+        return lines
+
+
+def sniff_delimiter(line: str) -> str:
+    """The most frequent of ``,``, ``;`` and tab outside quotes; ties and none go to ``,``."""
+    counts = dict.fromkeys(",;\t", 0)
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    return max(counts, key=lambda delimiter: counts[delimiter])
