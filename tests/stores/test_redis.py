@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -73,6 +74,8 @@ class DyingStore:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._store, name)
+        if not inspect.iscoroutinefunction(method):
+            return method  # e.g. rate_gate(): pacing lives on in Redis, not in the process
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             if self.dead:
