@@ -456,3 +456,26 @@ async def test_racing_uploads_with_one_idempotency_key_make_one_job(fake: FakeDi
 
     assert 1 == len(set(ids))
     assert 1 == len(await bulk.list_jobs())
+
+
+async def test_watch_waits_for_job_finished_after_the_final_state(fake: FakeDirectory) -> None:
+    """The final state change and job.finished are two writes: a watcher reading between
+    them still ends with job.finished."""
+    settings = attrs.evolve(UNPACED, watch_poll=0.02)
+    bulk = processor(fake, settings)
+    job = await bulk.submit(csv_bytes(records(1)))
+    for state in (JobState.RUNNING, JobState.COMPLETED):
+        draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress, state=state)
+        await bulk.store.transition(job.id, state, draft)
+    seen: list[EventType] = []
+
+    async def watch() -> None:
+        seen.extend([event.type async for event in bulk.watch(job.id)])
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        await anyio.sleep(0.03)  # the watcher has read the final state change by now
+        finished = EventDraft(type=EventType.JOB_FINISHED, progress=job.progress)
+        await bulk.store.save(job.id, (), [finished])
+
+    assert EventType.JOB_FINISHED == seen[-1]

@@ -15,6 +15,7 @@ from ._client import DirectoryClient, HttpDirectoryClient
 from ._csv import CsvReader, CsvRow
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
+    FINISHED_STATES,
     RESUMABLE_STATES,
     Job,
     JobState,
@@ -156,7 +157,7 @@ class BulkProcessor:
         job = await self.store.get_job(job_id)
         if job.state.is_active:
             raise JobConflictError(job_id, job.state, "cancel it here: another process runs it")
-        return await self.store.transition(
+        job = await self.store.transition(
             job_id,
             JobState.CANCELLED,
             EventDraft(
@@ -164,6 +165,11 @@ class BulkProcessor:
             ),
             allowed=frozenset({JobState.PENDING}),
         )
+        finished = EventDraft(
+            type=EventType.JOB_FINISHED, progress=job.progress, state=JobState.CANCELLED
+        )
+        await self.store.save(job_id, (), [finished])
+        return await self.store.get_job(job_id)
 
     async def delete(self, job_id: str) -> Job:
         """Delete every upstream batch of the job (already gone is fine); the job shows deleted."""
@@ -200,19 +206,29 @@ class BulkProcessor:
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Every event after sequence ``after``: the stored ones, then live ones.
 
-        Ends once the job is neither running nor pending and every event is handed out.
-        Reads go to the store, so a slow watcher never slows the run.
+        Ends once the job is neither running nor pending and every event is handed out
+        — after ``job.finished`` when the job finished. Reads go to the store, so a slow
+        watcher never slows the run.
         """
+        last: Event | None = None
+        quiet_polls = 0
         while True:
             events = await self.store.read_events(job_id, after, wait=self.settings.watch_poll)
             for event in events:
                 yield event
-                after = event.seq
-            if not events or events[-1].type in _SETTLING:
-                job = await self.store.get_job(job_id)
-                done = not job.state.is_active and job.state is not JobState.PENDING
-                if done and after >= job.last_seq:
-                    return
+                after, last = event.seq, event
+            quiet_polls = 0 if events else quiet_polls + 1
+            if events and events[-1].type not in _SETTLING:
+                continue
+            job = await self.store.get_job(job_id)
+            settled = not job.state.is_active and job.state is not JobState.PENDING
+            if not settled or after < job.last_seq:
+                continue
+            # A finished job's final state change and its job.finished are two writes:
+            # wait for the second, unless a crash between them means it never comes.
+            if _finish_follows(last) and quiet_polls < _FINISH_GRACE_POLLS:
+                continue
+            return
 
     @asynccontextmanager
     async def process(
@@ -414,6 +430,16 @@ class BulkProcessor:
 
 #: Events after which a watcher checks whether the job has settled.
 _SETTLING = frozenset({EventType.JOB_FINISHED, EventType.JOB_STATE_CHANGED})
+#: Quiet polls a watcher waits for a job.finished announced by a final state change.
+_FINISH_GRACE_POLLS = 3
+
+
+def _finish_follows(event: Event | None) -> bool:
+    return (
+        event is not None
+        and event.type is EventType.JOB_STATE_CHANGED
+        and event.state in FINISHED_STATES
+    )
 
 
 class ProcessingJob:
