@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import collections
 import socket
+import uuid
+from typing import Any
 
 import anyio
 import attrs
 import pytest
+from anyio.abc import TaskGroup
 
 from hospital_bulk import (
     BulkProcessor,
     EventDraft,
     EventType,
+    Hospital,
+    HospitalRecord,
     InvalidCsvError,
     JobConflictError,
     JobNotFoundError,
     JobState,
+    MaybeLandedError,
     MemoryStore,
     ProcessorSettings,
     RateLimit,
     RowState,
+    StoreError,
 )
 from hospital_bulk.testing import FakeDirectory, Fault
 
@@ -479,3 +486,62 @@ async def test_watch_waits_for_job_finished_after_the_final_state(fake: FakeDire
         await bulk.store.save(job.id, (), [finished])
 
     assert EventType.JOB_FINISHED == seen[-1]
+
+
+class LateLandingDirectory:
+    """A directory whose first create of ``name`` fails with a 5xx at once but lands
+    ``delay`` seconds later, as when the upstream's worker is still busy with it."""
+
+    def __init__(self, fake: FakeDirectory, group: TaskGroup, name: str, delay: float) -> None:
+        self.fake, self.group, self.name, self.delay = fake, group, name, delay
+        self.late = 1
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self.fake, attribute)
+
+    async def create_hospital(self, record: HospitalRecord, batch_id: uuid.UUID) -> Hospital:
+        if record.name == self.name and self.late:
+            self.late -= 1
+
+            async def land() -> None:
+                await anyio.sleep(self.delay)
+                await self.fake.create_hospital(record, batch_id)
+
+            self.group.start_soon(land)
+            raise MaybeLandedError("502 Bad Gateway", status=502)
+        return await self.fake.create_hospital(record, batch_id)
+
+
+async def test_a_create_that_lands_late_is_not_sent_twice(fake: FakeDirectory) -> None:
+    """The batch is listed only once unanswered creates had ``settle`` seconds to land,
+    so a create still running upstream is found, not sent again."""
+    rows = records(3)
+    settings = attrs.evolve(UNPACED, retry=attrs.evolve(UNPACED.retry, settle=0.3))
+
+    async with anyio.create_task_group() as group:
+        late = LateLandingDirectory(fake, group, rows[1].name, delay=0.1)
+        bulk = BulkProcessor(late, settings=settings)  # type: ignore[arg-type]
+        job = await bulk.submit(csv_bytes(rows))
+        summary = await bulk.run(job.id)
+
+    assert JobState.COMPLETED == summary.state
+    assert collections.Counter({r.key(): 1 for r in rows}) == upstream_copies(
+        fake, await bulk.get(job.id)
+    )
+
+
+async def test_a_store_failure_surfaces_as_store_error(fake: FakeDirectory) -> None:
+    """Errors from inside the run's task groups reach the caller as the library error
+    itself, not wrapped in an ExceptionGroup."""
+
+    class FailingStore(MemoryStore):
+        async def save(self, *args: Any, **kwargs: Any) -> Any:
+            if (await self.get_job(args[0])).state is JobState.RUNNING:
+                raise StoreError("database is locked")
+            return await super().save(*args, **kwargs)
+
+    bulk = BulkProcessor(fake, FailingStore(), UNPACED)
+    job = await bulk.submit(csv_bytes(records(2)))
+
+    with pytest.raises(StoreError, match="locked"):
+        await bulk.run(job.id)

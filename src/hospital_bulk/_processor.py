@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import BinaryIO
 
@@ -33,7 +33,7 @@ from ._runner import JobRun
 from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
-from .exceptions import InvalidCsvError, JobConflictError, StoreError
+from .exceptions import HospitalBulkError, InvalidCsvError, JobConflictError, StoreError
 from .stores.memory import MemoryStore
 
 Source = bytes | BinaryIO | os.PathLike[str]
@@ -293,7 +293,9 @@ class BulkProcessor:
             return gate
         return LocalRateGate(create_limit=limits[0], other_limit=limits[1], unpaced_pause=limits[2])
 
-    def _new_run(self, job: Job, rows: Sequence[RowOutcome]) -> JobRun:
+    def _new_run(
+        self, job: Job, rows: Sequence[RowOutcome], *, last_activity: float | None = None
+    ) -> JobRun:
         return JobRun(
             job,
             rows,
@@ -302,6 +304,7 @@ class BulkProcessor:
             pacer=self.pacer,
             policy=self.settings.retry,
             on_throttle=self._broadcast_throttle,
+            last_activity=last_activity,
         )
 
     async def _broadcast_throttle(self, delay: float) -> None:
@@ -366,6 +369,7 @@ class BulkProcessor:
 
     async def _drive(self, job_id: str, allowed: frozenset[JobState]) -> JobSummary:
         job = await self.store.get_job(job_id)
+        idle = (utcnow() - job.updated_at).total_seconds()
         job = await self.store.transition(
             job_id,
             JobState.RUNNING,
@@ -377,32 +381,37 @@ class BulkProcessor:
             lease=self.settings.lease_ttl,
         )
         rows = await self.store.get_rows(job_id)
-        run = self._new_run(job, rows)
+        run = self._new_run(job, rows, last_activity=max(0.0, idle))
         self._runs[job_id] = run
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._keep_lease, run, group.cancel_scope)
-                await self._work(run)
+                await run.create_all()
+                if not run.stop_requested:
+                    await self._move(run, JobState.ACTIVATING)
+                    await run.activate_all()
+                # Stop renewing before the final move: after it, a renewal would fail
+                # and look like a takeover.
                 group.cancel_scope.cancel()
             if run.lease_lost:
                 raise JobConflictError(job_id, "running", "finish it: another process took it over")
-        except BaseException:
-            # Cancelled from outside (shutdown) or crashed: leave it resumable.
+            final = run.final_state()
+            await self._move(run, final)
+            await run.emit(EventType.JOB_FINISHED, state=final)
+        except BaseException as error:
+            # Cancelled from outside (shutdown) or crashed: leave it resumable, with the
+            # rows whose create went unanswered marked unknown.
             with anyio.CancelScope(shield=True):
                 await self._move(run, JobState.INTERRUPTED, quiet=True)
-            raise
+                if not run.lease_lost:
+                    await self._mark_in_flight_unknown(run.job)
+            plain = _library_error(error)
+            if plain is error:
+                raise
+            raise plain from error
         finally:
             del self._runs[job_id]
         return (await self.get(job_id)).summary()
-
-    async def _work(self, run: JobRun) -> None:
-        await run.create_all()
-        if not run.stop_requested:
-            await self._move(run, JobState.ACTIVATING)
-            await run.activate_all()
-        final = run.final_state()
-        await self._move(run, final)
-        await run.emit(EventType.JOB_FINISHED, state=final)
 
     async def _keep_lease(self, run: JobRun, work: anyio.CancelScope) -> None:
         ttl = self.settings.lease_ttl
@@ -432,6 +441,29 @@ class BulkProcessor:
 _SETTLING = frozenset({EventType.JOB_FINISHED, EventType.JOB_STATE_CHANGED})
 #: Quiet polls a watcher waits for a job.finished announced by a final state change.
 _FINISH_GRACE_POLLS = 3
+
+
+def _library_error(error: BaseException) -> BaseException:
+    """Task groups wrap errors in groups: hand callers the library error inside, so they
+    can catch ``HospitalBulkError`` rather than an ``ExceptionGroup`` (several rows
+    failing on one broken store make a group of the same error)."""
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves = list(_leaves(error))
+    if len(leaves) == 1:
+        return leaves[0]
+    ours = [leaf for leaf in leaves if isinstance(leaf, HospitalBulkError)]
+    if ours and all(isinstance(leaf, Exception) for leaf in leaves):
+        return ours[0]
+    return error
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def _finish_follows(event: Event | None) -> bool:

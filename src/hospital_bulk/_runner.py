@@ -89,7 +89,10 @@ class JobRun:
         pacer: Pacer,
         policy: RetryPolicy,
         on_throttle: Callable[[float], Awaitable[None]],
+        last_activity: float | None = None,
     ) -> None:
+        """``last_activity``: seconds since the job's previous run last did anything,
+        the time its unanswered creates have had to land."""
         self.job = job
         self.rows = {row.row: row for row in rows}
         self._batches: dict[UUID, list[int]] = collections.defaultdict(list)
@@ -105,6 +108,10 @@ class JobRun:
         self._stop = anyio.Event()
         self.lease_lost = False
         self.throttled = False
+        # When each row's last create was sent (monotonic); rows sent by an earlier
+        # run count from that run's last activity.
+        self._sent_at: dict[int, float] = {}
+        self._earlier_sends = time.monotonic() - (last_activity or 0.0)
 
     # -- the whole run ---------------------------------------------------------------
 
@@ -124,11 +131,11 @@ class JobRun:
         self._stop.set()
 
     def final_state(self) -> JobState:
-        if self.stop_requested:
-            return JobState.CANCELLED
         progress = self.tally.progress()
         if progress.activated == progress.total:
-            return JobState.COMPLETED
+            return JobState.COMPLETED  # even if a cancel came too late to skip anything
+        if self.stop_requested:
+            return JobState.CANCELLED
         if progress.created > 0:
             return JobState.COMPLETED_WITH_ERRORS
         return JobState.FAILED
@@ -170,6 +177,7 @@ class JobRun:
             await self._update(
                 attrs.evolve(self.rows[number], attempts=self.rows[number].attempts + 1)
             )
+            self._sent_at[number] = time.monotonic()
             return await self.client.create_hospital(row.record, row.batch_id)
 
         try:
@@ -179,7 +187,14 @@ class JobRun:
         except MaybeLandedError as error:
             await self._set(number, RowState.UNKNOWN, EventType.ROW_UNKNOWN, "maybe_landed", error)
         except RejectedError as error:
-            await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "rejected", error)
+            if _batch_full(error):
+                # We never send more than 20 rows to a batch: a full one holds copies
+                # that landed late. Listing it sorts them out.
+                await self._set(
+                    number, RowState.UNKNOWN, EventType.ROW_UNKNOWN, "batch_full", error
+                )
+            else:
+                await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "rejected", error)
         except ThrottledError as error:
             await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "throttled", error)
         except NotSentError as error:
@@ -212,6 +227,7 @@ class JobRun:
         hospitals are matched as a multiset on (name, address, phone) against rows that
         may have landed, unknown ones first. What no row claims is an extra copy: deleted.
         """
+        await self._settle(batch_id)
         listing = await self.call(
             CallKind.OTHER, lambda: self.client.list_batch(batch_id), idempotent=True
         )
@@ -251,6 +267,16 @@ class JobRun:
                     idempotent=True,
                 )
 
+    async def _settle(self, batch_id: UUID) -> None:
+        """Give the batch's unanswered creates their time to land before it is listed."""
+        sent = [
+            self._sent_at.get(row.row, self._earlier_sends)
+            for row in self.batch_rows(batch_id)
+            if _may_have_landed(row)
+        ]
+        if sent and self.policy.settle > 0:
+            await anyio.sleep(max(sent) + self.policy.settle - time.monotonic())
+
     # -- activation ------------------------------------------------------------------
 
     async def _activate_batch(self, batch_id: UUID) -> None:
@@ -275,6 +301,10 @@ class JobRun:
                 return  # retries exhausted: the job ends with this batch inactive, resumable
             activated = [attrs.evolve(row, state=RowState.ACTIVATED) for row in rows]
             await self._update_many(activated, batch_id=batch_id, count=count)
+            if count != len(rows):
+                # More or fewer than ours (or an answer without a count): look, delete
+                # copies nobody claims, and see which rows are really there.
+                await self._try_reconcile(batch_id)
             return
 
     # -- calls -----------------------------------------------------------------------
@@ -387,6 +417,10 @@ class JobRun:
             count=count,
         )
         await self.store.save(self.job.id, rows, [draft])
+
+
+def _batch_full(error: RejectedError) -> bool:
+    return error.status == 400 and "exceed" in error.message.lower()
 
 
 def _may_have_landed(row: RowOutcome) -> bool:

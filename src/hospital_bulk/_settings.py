@@ -19,6 +19,10 @@ class RetryPolicy:
     backoff_max: float = 30.0
     #: How many times a batch is listed and its missing rows re-sent in one run.
     reconcile_rounds: int = 3
+    #: Seconds a create that may have landed is given to land before its batch is
+    #: listed: after a 5xx or a timeout the upstream may still be running it (its
+    #: creates take ~5 s), and a listing taken too early would have us send it again.
+    settle: float = 5.0
 
 
 @attrs.frozen
@@ -32,7 +36,10 @@ class ProcessorSettings:
     other_limit: RateLimit | None = RateLimit(50, 60.0)
     #: Pause after a 429 without Retry-After when no rate limit is known (unpaced).
     unpaced_throttle_pause: float = 1.0
-    batch_size: int = 20
+    #: Rows per upstream batch: the upstream allows at most 20.
+    batch_size: int = attrs.field(
+        default=20, validator=[attrs.validators.ge(1), attrs.validators.le(20)]
+    )
     csv: CsvOptions = CsvOptions(max_rows=10_000)
     retry: RetryPolicy = RetryPolicy()
     #: How often a watcher re-checks a quiet job (seconds).

@@ -63,7 +63,7 @@ def _row_summary(row: RowOutcome) -> RowSummary:
         error, code = row.error, row.error_code
     else:
         status, error, code = FAILED, row.error, row.error_code
-        if row.state is RowState.UNKNOWN:
+        if row.state is RowState.UNKNOWN or (row.state is RowState.PENDING and row.attempts):
             code = code or "unknown"
             error = error or "the create may have landed upstream; resume to reconcile"
         elif row.state is RowState.PENDING:
