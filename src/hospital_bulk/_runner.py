@@ -116,9 +116,19 @@ class JobRun:
     # -- the whole run ---------------------------------------------------------------
 
     async def create_all(self) -> None:
+        """Create every batch's rows, a few batches at a time: enough to keep every
+        concurrency slot busy, without thousands of tasks queueing for them."""
+        batches = iter(self.job.batch_ids)
+
+        async def take_batches() -> None:
+            for batch_id in batches:  # shared: each batch is taken by one worker
+                await self._create_batch(batch_id)
+
+        size = max(len(ids) for ids in self._batches.values())
+        workers = min(len(self.job.batch_ids), -(-self.pacer.concurrency // size) + 1)
         async with anyio.create_task_group() as group:
-            for batch_id in self.job.batch_ids:
-                group.start_soon(self._create_batch, batch_id)
+            for _ in range(workers):
+                group.start_soon(take_batches)
 
     async def activate_all(self) -> None:
         async with anyio.create_task_group() as group:
