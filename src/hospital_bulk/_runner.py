@@ -285,7 +285,9 @@ class JobRun:
             if _may_have_landed(row)
         ]
         if sent and self.policy.settle > 0:
-            await anyio.sleep(max(sent) + self.policy.settle - time.monotonic())
+            wait = max(sent) + self.policy.settle - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
 
     # -- activation ------------------------------------------------------------------
 
