@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,11 @@ from hospital_bulk import (
     HospitalRecord,
     Severity,
     ValidationReport,
+    _csv_duplicates,
+    _csv_text,
     read_csv,
     validate_csv,
 )
-from hospital_bulk import _csv, _csv_duplicates, _csv_text
 
 Code = FindingCode
 Found = tuple[FindingCode, int | None, int | None, str | None]
@@ -39,25 +39,27 @@ def found(report: ValidationReport) -> list[Found]:
 
 
 def records(rows: list[CsvRow]) -> list[tuple[int, int, HospitalRecord]]:
+    """(row, line, record) of every valid row."""
     return [(row.row, row.line, row.record) for row in rows]
 
 
-def read(data: bytes, options: CsvOptions = CsvOptions()) -> tuple[ValidationReport, list[CsvRow]]:
+def read(data: bytes, options: CsvOptions | None = None) -> tuple[ValidationReport, list[CsvRow]]:
     """``read_csv``, after checking that ``validate_csv`` gives the same report."""
+    options = options or CsvOptions()
     report, rows = read_csv(data, options)
     assert report == validate_csv(data, options)
     return report, rows
 
 
 def H(name: str, address: str, phone: str | None = None) -> HospitalRecord:  # noqa: N802
+    """A record, short: the tables of expected rows stay readable."""
     return HospitalRecord(name, address, phone)
 
 
 @pytest.fixture(name="small_chunks")
-def fixture_small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def fixture_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bytes arrive 5 at a time, so every line, character and BOM straddles chunks."""
     monkeypatch.setattr(_csv_text, "CHUNK_BYTES", 5)
-    yield
 
 
 # -- the happy paths -------------------------------------------------------------------
@@ -199,6 +201,16 @@ def test_an_unknown_column_is_a_warning_and_ignored() -> None:
     assert (True, Severity.WARNING) == (report.valid, report.warnings[0].severity)
 
 
+def test_a_column_without_a_name_is_a_warning() -> None:
+    """A trailing delimiter in the header makes a column with no name: ignored, said so."""
+    report, rows = read(b"name,address,\nA,B,\n")
+    assert ([(Code.UNKNOWN_COLUMN, None, 1, None)], [H("A", "B")]) == (
+        found(report),
+        [r.record for r in rows],
+    )
+    assert "column 3 has no name" in report.warnings[0].message
+
+
 @pytest.mark.parametrize(
     ("header", "column"),
     [("name,name,address", "name"), ("name,address,phone,phone_number", "phone")],
@@ -233,7 +245,7 @@ def test_missing_name_and_address() -> None:
     A no-break space is whitespace too. (A row whose cells are all whitespace is a
     blank line, not a row with missing values.)
     """
-    report, rows = read(b'name,address\n   ,B\nA,\n\xc2\xa0,C\n')
+    report, rows = read(b"name,address\n   ,B\nA,\n\xc2\xa0,C\n")
     assert [
         (Code.MISSING_VALUE, 1, 2, "name"),
         (Code.MISSING_VALUE, 2, 3, "address"),
@@ -353,7 +365,10 @@ def test_exactly_max_rows_is_fine() -> None:
 
 def test_duplicate_rows_are_a_warning_naming_both_rows() -> None:
     """Same name and address, case and runs of spaces aside: a warning on the later row."""
-    data = b"name,address,phone\nGeneral Hospital,1 Main St,\nX,Y,\n general  HOSPITAL ,1 MAIN ST,555-0100\n"
+    data = (
+        b"name,address,phone\nGeneral Hospital,1 Main St,\nX,Y,\n"
+        b" general  HOSPITAL ,1 MAIN ST,555-0100\n"
+    )
     report, rows = read(data)
     assert ([(Code.DUPLICATE_ROW, 3, 4, None)], 3) == (found(report), len(rows))
     assert "same name and address as row 1" in report.warnings[0].message
@@ -388,16 +403,13 @@ def test_latin1_is_an_encoding_error_naming_the_byte() -> None:
     assert "f4" == report.errors[0].value
 
 
+@pytest.mark.usefixtures("small_chunks")
 def test_the_encoding_offset_is_absolute_far_into_the_file() -> None:
     """The offset counts from the file's first byte, BOM included, past many chunks."""
-    head = codecs.BOM_UTF8 + b"name,address\n" + b"".join(b"H%d,A\n" % i for i in range(700_000))
-    report, _ = read(head + b"C,\xe9\n")
-    offset = len(head) + 2
-    assert ([(Code.ENCODING, None, 700_002, None)], 700_000) == (
-        found(report),
-        report.total_rows,
-    )
-    assert f"byte {offset:,} " in report.errors[0].message
+    head = codecs.BOM_UTF8 + b"name,address\n" + b"".join(b"H%d,A\n" % i for i in range(700))
+    report = validate_csv(head + b"C,\xe9\n")
+    assert ([(Code.ENCODING, None, 702, None)], 700) == (found(report), report.total_rows)
+    assert f"byte {len(head) + 2:,} " in report.errors[0].message
 
 
 def test_an_encoding_error_inside_a_quoted_value_is_reported_once() -> None:
@@ -476,9 +488,16 @@ def test_a_path_bytes_and_a_file_object_read_the_same(tmp_path: Path) -> None:
     assert [results[0]] * 3 == results
 
 
+def test_a_file_object_is_left_open() -> None:
+    """The caller opened the file object, so the caller closes it."""
+    file = io.BytesIO(DATA)
+    read_csv(file)
+    assert not file.closed
+
+
 def test_a_str_source_is_refused() -> None:
     """A str could be a file name or the content: refused with a hint."""
-    with pytest.raises(TypeError, match="pathlib.Path"):
+    with pytest.raises(TypeError, match=r"pathlib\.Path"):
         validate_csv("hospitals.csv")  # type: ignore[arg-type]
 
 
@@ -550,18 +569,24 @@ def test_tiny_chunks_keep_encoding_offsets() -> None:
     assert f"byte {len(data) - 3} " in report.errors[0].message
 
 
-def test_duplicates_are_found_across_batches_and_a_grown_table(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With a tiny table and small batches, far-apart and near duplicates are still found."""
-    monkeypatch.setattr(_csv_duplicates, "_TABLE_SIZE", 64)
-    monkeypatch.setattr(_csv_duplicates, "BATCH", 7)
-    monkeypatch.setattr(_csv, "BATCH", 7)
-    names = [f"H{i}" for i in range(300)] + ["h5", "H299", "h 1 0 0"]
+def test_duplicates_survive_a_growing_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a 16-slot table (grown four times here) every duplicate is still found once."""
+    monkeypatch.setattr(_csv_duplicates, "_SLOTS", 16)
+    names = [f"H{i}" for i in range(300)] + ["h5", "H299", "h 1 0 0", "H5"]
     data = "".join(f"{name},A\n" for name in names).encode()
     report, rows = read(data)
-    assert [(301, 301, None, 6), (302, 302, None, 300)] == [
-        (f.row, f.line, f.column, int(f.message.split("row ")[1].split(";")[0]))
-        for f in report.warnings
+    assert [(301, 301, 6), (302, 302, 300), (304, 304, 6)] == [
+        (f.row, f.line, int(f.message.split("row ")[1].split(";")[0])) for f in report.warnings
     ]
-    assert (303, 303) == (report.total_rows, len(rows))
+    assert (304, 304) == (report.total_rows, len(rows))
+
+
+def test_duplicates_past_max_findings_are_counted() -> None:
+    """A thousand copies of one row: the first few warnings are kept, all are counted."""
+    data = b"name,address\n" + b"A,B\n" * 1000
+    report, _ = read(data, CsvOptions(max_findings=5))
+    assert ([2, 3, 4, 5, 6], 999, True) == (
+        [f.row for f in report.warnings],
+        report.warning_count,
+        report.valid,
+    )

@@ -22,10 +22,10 @@ from hospital_bulk import (
     CsvOptions,
     HospitalRecord,
     ValidationReport,
+    _csv_text,
     read_csv,
     validate_csv,
 )
-from hospital_bulk import _csv_text
 from hospital_bulk._csv_header import ALIASES, Layout, is_header
 from hospital_bulk._csv_rows import CONTROL, FindingLog, check_row
 
@@ -171,9 +171,10 @@ def test_any_bytes_give_a_report(data: bytes, max_findings: int) -> None:
 
 
 # Pieces that reach the parser's corners far more often than random bytes do.
-PIECES = [b",", b";", b"\t", b'"', b"\n", b"\r", b"\r\n", b" ", b"a", b"Z", b"5", b"55555",
-          b"\x00", b"\x07", b"\xff", b"\xc3\xa9", b"\xc3", b"\xef\xbb\xbf", b"\xff\xfe",
-          b"\xe2\x80\xa8", b"\x0c", b"name", b"address", b"phone", b"Hospital", b"tel", b"ext"]  # fmt: skip
+PIECES = [b",", b";", b"\t", b'"', b"\n", b"\r", b"\r\n", b" ", b"a", b"Z", b"5",
+          b"55555", b"\x00", b"\x07", b"\xff", b"\xc3\xa9", b"\xc3", b"\xef\xbb\xbf",
+          b"\xff\xfe", b"\xe2\x80\xa8", b"\x0c", b"name", b"address", b"phone",
+          b"Hospital", b"tel", b"ext"]  # fmt: skip
 
 
 @given(

@@ -9,9 +9,8 @@ The rules users see are in ``docs/csv.md``. How the pass is built:
   a cheap test on the whole row accepts the common clean row (trimmed, printable,
   short, a plain phone) without a call per cell; anything else goes to ``check_row``.
   Both give the same verdict and the same values for the rows the cheap test accepts.
-- Duplicates are found with 8 bytes per row: the hash of each row's normalised
-  (name, address) goes into an array, and a table of one byte per slot flags rows
-  whose slot was taken before; only those are compared, after the pass.
+- ``_csv_duplicates`` finds repeated hospitals from a 64-bit hash per row, without
+  keeping the rows' text.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from itertools import chain
 import attrs
 from attrs.validators import ge, instance_of, optional
 
-from ._csv_duplicates import BATCH, NO_KEY, DuplicateFinder, duplicate_key
+from ._csv_duplicates import NO_KEY, DuplicateFinder, duplicate_key
 from ._csv_header import Layout, header_layout, headerless_layout, is_header
 from ._csv_rows import FindingLog, check_row
 from ._csv_text import Source, TextLines, sniff_delimiter
@@ -32,8 +31,11 @@ from ._models import Finding, FindingCode, HospitalRecord, Severity, ValidationR
 
 __all__ = ["CsvOptions", "CsvReader", "CsvRow", "read_csv", "validate_csv"]
 
-# Everything a phone may hold on the cheap test; "x"/"ext" extensions take the full check.
-_PHONE_CHARS = "0123456789+-(). "
+# A phone's UTF-8 bytes with its digits turned into "1" and the other characters a
+# phone may hold on the cheap test into "0" ("x"/"ext" extensions take the full
+# check): all digits exactly when nothing else was there. A table lookup per byte,
+# where str.strip(chars) would search the set of characters for each one.
+_PHONE_SHAPE = bytes.maketrans(b"0123456789+-(). ", b"1111111111000000")
 
 _Row = tuple[int, int, str, str, str | None]
 
@@ -119,7 +121,7 @@ class _Scan:
         self._options = options
         self._text = TextLines(source)
         self._log = FindingLog(options.max_findings)
-        self._duplicates = DuplicateFinder()
+        self._duplicates = DuplicateFinder(options.max_findings)
         self._rows_read = 0
         self._invalid = 0
         self._has_header = False
@@ -131,19 +133,20 @@ class _Scan:
             yield from self._rows(collect)
         finally:
             self._text.close()
+            self._duplicates.close()
 
     def _rows(self, collect: bool) -> Iterator[list[_Row]]:
         # One long function on purpose: the per-row path must not pay for calls.
         lists = iter(self._text)
-        first: list[list[str]] = []
+        head: list[list[str]] = []
         for lines in lists:
-            first.append(lines)
+            head.append(lines)
             if sample := next((line for line in lines if not line.isspace()), None):
                 self._delimiter = sniff_delimiter(sample)
                 break
         delimiter = self._delimiter
         reader = csv.reader(
-            chain.from_iterable(_drain(first, lists)),
+            chain.from_iterable(_drain(head, lists)),
             delimiter=delimiter,
             strict=True,
             skipinitialspace=True,
@@ -151,11 +154,11 @@ class _Scan:
         options, log, duplicates = self._options, self._log, self._duplicates
         max_length, chunk_size = options.max_field_length, options.chunk_size
         limit = sys.maxsize if options.max_rows is None else options.max_rows
-        # Reaching stop_at sends a row down the slow path, which flushes the duplicate
-        # finder's batch or stops at max_rows: no per-row test for either.
-        stop_at = min(limit, BATCH)
-        add_key, add_line = duplicates.keys.append, duplicates.lines.append
-        join, phone_chars = " ".join, _PHONE_CHARS
+        # Reaching stop_at sends a row down the slow path, which grows the duplicate
+        # table or stops at max_rows: no per-row test for either.
+        stop_at = min(limit, duplicates.rows_before_growing)
+        add_key, firsts, mask = duplicates.keys.append, duplicates.firsts, duplicates.mask
+        join, phone_shape = " ".join, _PHONE_SHAPE
         layout: Layout | None = None
         decided = False
         width, name_at, address_at, phone_at = -1, 0, 1, 0
@@ -177,14 +180,23 @@ class _Scan:
                         and (s[-1] != " " or (empty_last_ok and not fields[-1]))
                         and (
                             not (phone := fields[phone_at] if has_phone else "")
-                            or (not phone.strip(phone_chars) and phone[-3:].isdigit() and len(phone) > 2)
+                            or (
+                                (shape := phone.encode().translate(phone_shape)).isdigit()
+                                and shape.count(49) > 2  # b"1": the digits
+                            )
                         )
                     ):
                         # Trimmed, printable, no run of spaces, short, a plain phone: valid.
                         name, address = fields[name_at], fields[address_at]
-                        add_key(hash((name.casefold(), address.casefold())))
-                        add_line(k + off)
+                        key = hash(f"{name}\x00{address}".casefold())
+                        add_key(key)
                         n += 1
+                        # DuplicateFinder.add, inlined.
+                        slot = key & mask
+                        if earlier := firsts[slot]:
+                            duplicates.taken(key, n, k + off, earlier)
+                        else:
+                            firsts[slot] = n
                     else:
                         line = k + off
                         off = reader.line_num - k
@@ -210,8 +222,9 @@ class _Scan:
                             if n >= limit:
                                 self._too_many(n + 1, line)
                                 break
-                            duplicates.flush()
-                            stop_at = min(limit, n + BATCH)
+                            duplicates.grow()
+                            firsts, mask = duplicates.firsts, duplicates.mask
+                            stop_at = min(limit, duplicates.rows_before_growing)
                         n += 1
                         cells = None
                         if layout is not None:
@@ -227,11 +240,10 @@ class _Scan:
                         if cells is None:
                             invalid += 1
                             add_key(NO_KEY)
-                            add_line(line)
                             continue
                         name, address, phone = cells
-                        add_key(duplicate_key(name, address))
-                        add_line(line)
+                        add_key(key := duplicate_key(name, address))
+                        duplicates.add(key, n, line)
                     if collect:
                         chunk.append((n, k + off, name, address, phone or None))
                         if len(chunk) >= chunk_size:
@@ -249,7 +261,6 @@ class _Scan:
                     n += 1
                     invalid += 1
                     add_key(NO_KEY)
-                    add_line(line)
                 self._seen_row = True
                 log.add(_malformed(exc, row=n if decided else None, line=line))
                 continue
@@ -283,7 +294,8 @@ class _Scan:
         elif self._has_header and rows == 0:
             message = "the file has a header but no data rows below it"
             log.add(Finding(FindingCode.NO_DATA_ROWS, message))
-        for row, line, earlier in self._duplicates.duplicates():
+        duplicates = self._duplicates
+        for row, line, earlier in duplicates.found:
             message = f"same name and address as row {earlier}; remove one of them"
             log.add(
                 Finding(
@@ -294,6 +306,8 @@ class _Scan:
                     severity=Severity.WARNING,
                 )
             )
+        # Duplicates past the first max_findings were only counted.
+        log.warning_count += duplicates.count - len(duplicates.found)
         return ValidationReport(
             total_rows=rows,
             valid_rows=rows - self._invalid,

@@ -1,12 +1,16 @@
-"""Finding rows that name the same hospital, in about 9 bytes per row.
+"""Finding rows that name the same hospital, in a few bytes per row.
 
-Every data row's key (the hash of its normalised name and address) is kept in an
-``array`` of 64-bit integers. A table of one byte per slot, indexed by the low bits
-of the key, says which slots a key has already reached; only rows whose slot was
-taken are candidates, and only candidates are compared with all earlier keys, once,
-after the last row. The table is 16 MiB of anonymous memory, which the system hands
-out page by page as slots are first written, so a small file costs a few pages; for
-a million rows about 3% of rows are candidates. Past two million rows it grows.
+A row's key is the hash of its normalised name and address. Keys go into an
+``array`` of 64-bit integers (row ``n`` at index ``n - 1``), and a table of 32-bit
+row numbers, indexed by the low bits of the key, remembers the first row whose key
+fell into each slot. A row that finds its slot taken compares its key with that
+row's: equal means a duplicate of it; different means the slot belongs to another
+key, and a small dict (key -> first row) settles it. The reader inlines the common
+case, a free slot, and calls :meth:`DuplicateFinder.taken` otherwise.
+
+The table is anonymous memory that the system hands out page by page as slots are
+written, so a small file costs a few pages; 4 Mi slots (16 MiB) serve a million
+rows at a quarter full, and the table grows fourfold beyond that.
 
 Two rows with the same 64-bit key are reported as duplicates without comparing the
 text: for a million rows the chance of a false report is about 3 in 100 million.
@@ -16,68 +20,74 @@ from __future__ import annotations
 
 import mmap
 from array import array
-from collections.abc import Iterator
 
 # hash() never returns -1, so it marks rows that have no key (invalid rows).
 NO_KEY = -1
-BATCH = 1 << 14
-_TABLE_SIZE = 1 << 24
-_TABLE_FILL = 8
+_SLOTS = 1 << 22
+_FILL = 4
 
 
 def duplicate_key(name: str, address: str) -> int:
-    """The key of a trimmed name and address: case and runs of spaces do not count.
+    """The key of a trimmed name and address: case and runs of whitespace do not count.
 
-    The reader's fast path computes the same value as
-    ``hash((name.casefold(), address.casefold()))`` for values without runs of spaces.
+    For values without runs of whitespace this is ``hash(f"{name}\\x00{address}".casefold())``,
+    which the reader's fast path computes directly. (Valid values hold no NUL, so the
+    two parts cannot run into each other.)
     """
-    return hash((" ".join(name.split()).casefold(), " ".join(address.split()).casefold()))
+    return hash(f"{' '.join(name.split())}\x00{' '.join(address.split())}".casefold())
 
 
 class DuplicateFinder:
-    """The reader appends to :attr:`keys` and :attr:`lines` and calls :meth:`flush` often."""
+    """Every data row appends its key to :attr:`keys`; valid rows also claim a slot."""
 
-    def __init__(self) -> None:
-        self.keys: list[int] = []
-        self.lines: list[int] = []
-        self._all = array("q")
-        self._table = mmap.mmap(-1, _TABLE_SIZE)
-        self._candidates: list[tuple[int, int, int]] = []
+    def __init__(self, keep: int) -> None:
+        self.keys = array("q")
+        self.found: list[tuple[int, int, int]] = []  # (row, line, earlier row), the first `keep`
+        self.count = 0
+        self._keep = keep
+        self._others: dict[int, int] = {}
+        self._memory = mmap.mmap(-1, 4 * _SLOTS)
+        self.firsts = memoryview(self._memory).cast("i")
+        self.mask = _SLOTS - 1
 
-    def flush(self) -> None:
-        """Take in the rows appended since the last flush."""
-        keys, lines, table = self.keys, self.lines, self._table
-        first_row, mask, candidate = len(self._all) + 1, len(table) - 1, self._candidates.append
-        # One tight loop per batch: the table is touched at random, better not between rows.
-        for index, key in enumerate(keys):
-            slot = key & mask
-            if not table[slot]:
-                table[slot] = 1
-            elif key != NO_KEY:
-                candidate((key, first_row + index, lines[index]))
-        self._all.extend(keys)
-        keys.clear()
-        lines.clear()
-        if len(self._all) * _TABLE_FILL > len(table):
-            self._grow()
+    @property
+    def rows_before_growing(self) -> int:
+        return len(self.firsts) // _FILL
 
-    def _grow(self) -> None:
-        old, self._table = self._table, mmap.mmap(-1, len(self._table) * 4)
-        old.close()
-        table, mask = self._table, len(self._table) - 1
-        for key in self._all:
-            table[key & mask] = 1
+    def add(self, key: int, row: int, line: int) -> None:
+        """Take in valid row ``row`` (its key already appended); the reader inlines this."""
+        slot = key & self.mask
+        if first := self.firsts[slot]:
+            self.taken(key, row, line, first)
+        else:
+            self.firsts[slot] = row
 
-    def duplicates(self) -> Iterator[tuple[int, int, int]]:
-        """``(row, line, earlier row)`` for each row repeating an earlier one, in row order."""
-        self.flush()
-        self._table.close()
-        wanted = {key for key, _, _ in self._candidates}
-        first: dict[int, int] = {}
-        if wanted:
-            for index, key in enumerate(self._all):
-                if key in wanted and key not in first:
-                    first[key] = index + 1
-        for key, row, line in self._candidates:
-            if first[key] != row:
-                yield row, line, first[key]
+    def taken(self, key: int, row: int, line: int, first: int) -> None:
+        """``row``'s slot was first taken by row ``first``."""
+        if self.keys[first - 1] == key:
+            earlier = first
+        elif (earlier := self._others.setdefault(key, row)) == row:
+            return
+        self.count += 1
+        if len(self.found) < self._keep:
+            self.found.append((row, line, earlier))
+
+    def grow(self) -> None:
+        """Four times the slots, filled again from every key so far."""
+        slots = 4 * len(self.firsts)
+        self.close()
+        self._memory = mmap.mmap(-1, 4 * slots)
+        self.firsts = firsts = memoryview(self._memory).cast("i")
+        self.mask = mask = len(firsts) - 1
+        self._others = others = dict[int, int]()
+        for row, key in enumerate(self.keys, 1):
+            if key != NO_KEY:
+                slot = key & mask
+                if not (first := firsts[slot]):
+                    firsts[slot] = row
+                elif self.keys[first - 1] != key:
+                    others.setdefault(key, row)
+
+    def close(self) -> None:
+        self.firsts.release()
+        self._memory.close()

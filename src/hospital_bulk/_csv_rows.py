@@ -111,7 +111,8 @@ def check_row(
         else:
             hint = f"separate the values with {shown} and leave unknown ones empty"
             code = FindingCode.TOO_FEW_COLUMNS
-        error(code, f"the row has {count} cells but {expected}; {hint}", None, value)
+        has = f"{count} cell{'' if count == 1 else 's'}"
+        error(code, f"the row has {has} but {expected}; {hint}", None, value)
         return None
     cells: list[str] = []
     for column, index in (("name", layout.name), ("address", layout.address), ("phone", phone_at)):

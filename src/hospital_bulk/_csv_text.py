@@ -50,10 +50,6 @@ def _byte_chunks(source: Source) -> Generator[bytes, None, None]:
         data = memoryview(source).cast("B")
         for start in range(0, len(data), CHUNK_BYTES):
             yield bytes(data[start : start + CHUNK_BYTES])
-    elif isinstance(source, str):
-        raise TypeError(
-            "a str is ambiguous: pass a pathlib.Path for a file name or bytes for the content"
-        )
     elif isinstance(source, os.PathLike):
         with open(source, "rb") as file:
             yield from _read(file)
@@ -114,6 +110,10 @@ class TextLines:
     """
 
     def __init__(self, source: Source) -> None:
+        if isinstance(source, str):
+            raise TypeError(
+                "a str is ambiguous: pass a pathlib.Path for a file name or bytes for the content"
+            )
         self._chunks = _byte_chunks(source)
         self.encoding = "utf-8"
         self.failure: DecodeFailure | None = None
