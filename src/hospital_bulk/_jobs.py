@@ -131,6 +131,28 @@ class RowOutcome:
     error_code: str | None = None
     error: str | None = None
 
+    # The engine's per-row steps, spelled out: attrs.evolve is the costliest call on
+    # the hot path.
+    def sent(self) -> RowOutcome:
+        """This row with one more create sent."""
+        return RowOutcome(
+            self.row,
+            self.line,
+            self.record,
+            self.batch_id,
+            self.state,
+            self.hospital_id,
+            self.attempts + 1,
+            self.error_code,
+            self.error,
+        )
+
+    def settled(self, state: RowState, hospital_id: int | None) -> RowOutcome:
+        """This row created (or activated) as ``hospital_id``, errors cleared."""
+        return RowOutcome(
+            self.row, self.line, self.record, self.batch_id, state, hospital_id, self.attempts
+        )
+
 
 @attrs.frozen
 class Job:

@@ -184,9 +184,7 @@ class JobRun:
 
         async def send() -> Hospital:
             # Saved before sending: after a crash, attempts > 0 says "may have landed".
-            await self._update(
-                attrs.evolve(self.rows[number], attempts=self.rows[number].attempts + 1)
-            )
+            await self._update(self.rows[number].sent())
             self._sent_at[number] = time.monotonic()
             return await self.client.create_hospital(row.record, row.batch_id)
 
@@ -210,13 +208,7 @@ class JobRun:
         except NotSentError as error:
             await self._set(number, RowState.FAILED, EventType.ROW_FAILED, "not_sent", error)
         else:
-            created = attrs.evolve(
-                self.rows[number],
-                state=RowState.CREATED,
-                hospital_id=hospital.id,
-                error=None,
-                error_code=None,
-            )
+            created = self.rows[number].settled(RowState.CREATED, hospital.id)
             await self._update(created, EventType.ROW_CREATED)
 
     # -- reconciliation --------------------------------------------------------------
@@ -311,7 +303,7 @@ class JobRun:
                 continue
             except DirectoryError:
                 return  # retries exhausted: the job ends with this batch inactive, resumable
-            activated = [attrs.evolve(row, state=RowState.ACTIVATED) for row in rows]
+            activated = [row.settled(RowState.ACTIVATED, row.hospital_id) for row in rows]
             await self._update_many(activated, batch_id=batch_id, count=count)
             if count != len(rows):
                 # More or fewer than ours (or an answer without a count): look, delete

@@ -9,7 +9,7 @@ import anyio
 import attrs
 
 from hospital_bulk._events import Event, EventDraft
-from hospital_bulk._jobs import Job, JobState, RowOutcome, transition_job, utcnow
+from hospital_bulk._jobs import Job, JobState, Progress, RowOutcome, transition_job, utcnow
 from hospital_bulk.exceptions import JobNotFoundError, StoreError
 
 #: Most events handed out by one read, so a watcher far behind catches up in steps.
@@ -21,6 +21,7 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._rows: dict[str, dict[int, RowOutcome]] = {}
         self._events: dict[str, list[Event]] = {}
+        self._heads: dict[str, tuple[int, Progress, dt.datetime]] = {}
         self._signals: dict[str, anyio.Event] = {}
 
     async def add_job(self, job: Job, rows: Sequence[RowOutcome], event: EventDraft) -> Event:
@@ -35,20 +36,20 @@ class MemoryStore:
 
     async def get_job(self, job_id: str) -> Job:
         try:
-            return self._jobs[job_id]
+            return self._job(job_id)
         except KeyError:
             raise JobNotFoundError(job_id) from None
 
     async def find_job(self, idempotency_key: str) -> Job | None:
-        for job in self._jobs.values():
+        for job_id, job in self._jobs.items():
             if job.idempotency_key == idempotency_key:
-                return job
+                return self._job(job_id)
         return None
 
     async def list_jobs(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
         # Insertion order is creation order.
-        newest_first = list(reversed(self._jobs.values()))
-        return newest_first[offset : offset + limit]
+        newest_first = list(reversed(self._jobs))[offset : offset + limit]
+        return [self._job(job_id) for job_id in newest_first]
 
     async def get_rows(self, job_id: str) -> list[RowOutcome]:
         await self.get_job(job_id)
@@ -57,7 +58,8 @@ class MemoryStore:
     async def save(
         self, job_id: str, rows: Sequence[RowOutcome], events: Sequence[EventDraft]
     ) -> list[Event]:
-        await self.get_job(job_id)
+        if job_id not in self._jobs:
+            raise JobNotFoundError(job_id)
         stored = self._rows[job_id]
         for row in rows:
             stored[row.row] = row
@@ -83,7 +85,7 @@ class MemoryStore:
             lease=lease,
         )
         self._append(job_id, [event])
-        return self._jobs[job_id]
+        return self._job(job_id)
 
     async def renew_lease(self, job_id: str, owner: str, lease: float) -> bool:
         job = await self.get_job(job_id)
@@ -121,14 +123,22 @@ class MemoryStore:
             for index, draft in enumerate(drafts)
         ]
         events.extend(new)
-        job = self._jobs[job_id]
-        self._jobs[job_id] = attrs.evolve(
-            job, last_seq=new[-1].seq, progress=new[-1].progress, updated_at=now
-        )
+        self._heads[job_id] = (new[-1].seq, new[-1].progress, now)
         signal = self._signals.pop(job_id, None)
         if signal is not None:
             signal.set()
         return new
+
+    def _job(self, job_id: str) -> Job:
+        """The job with its latest event's bookkeeping applied (lazily: applying it on
+        every event would cost an attrs.evolve per row)."""
+        job = self._jobs[job_id]
+        head = self._heads.pop(job_id, None)
+        if head is not None:
+            seq, progress, at = head
+            job = attrs.evolve(job, last_seq=seq, progress=progress, updated_at=at)
+            self._jobs[job_id] = job
+        return job
 
     def _signal(self, job_id: str) -> anyio.Event:
         signal = self._signals.get(job_id)
