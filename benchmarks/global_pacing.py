@@ -7,17 +7,18 @@ services are paced to that same limit, 40 creates in flight each. Run from the
 repository root, with a Redis at hand (an empty database of it is used, then cleaned)::
 
     .venv/bin/python benchmarks/global_pacing.py [--redis redis://127.0.0.1:6379]
-        [--rows 100] [--limit 40] [--window 5] [--latency 0.05]
+        [--rows 100] [--limit 40] [--window 5] [--latency 0.05] [--standin-keep-alive 30]
 
 Prints the time from the first upload to both jobs finished (the later ``finished_at``),
 the floor — 2 x 100 creates at 40 per 5 s need five windows: the fifth opens at 20 s,
 plus one latency for its creates — the ratio floor / elapsed, and the 429s the
 directory answered. Target: within 10% of the floor (elapsed <= 1.1 x floor), no 429.
 
-The stand-in is uvicorn, which closes connections idle for 5 s: about how long the
-services' pooled connections wait between two windows. ``--standin-keep-alive 30``
-keeps them open, to tell pacing apart from creates lost when the client reuses a
-connection the server is closing (they are sent again in a later window).
+As in the test (``tests/adapters/fastapi/test_durability.py``), the stand-in keeps idle
+connections open 30 s. With uvicorn's own 5 s (``--standin-keep-alive 5``), the
+services' pooled connections, idle about one window (5.1 s) between bursts, are closed
+by the server just as the client reuses them: those creates are lost, found missing
+and sent again in a later window, and the late first arrival of a window can cost 429s.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def main() -> None:
     parser.add_argument(
         "--standin-keep-alive",
         type=float,
-        default=None,
-        help="the stand-in's uvicorn --timeout-keep-alive (uvicorn's default: 5 s)",
+        default=30.0,
+        help="seconds the stand-in keeps idle connections open (uvicorn's own default: 5)",
     )
     args = parser.parse_args()
 
@@ -114,8 +115,7 @@ def main() -> None:
     floor = (math.ceil(creates / args.limit) - 1) * args.window + args.latency
     limit = f"{args.limit}/{args.window:g}"
     standin = directory_env(latency=args.latency, create_limit=limit, other_limit="50/60")
-    keep_alive = args.standin_keep_alive
-    standin_args = [] if keep_alive is None else ["--timeout-keep-alive", f"{keep_alive:g}"]
+    standin_args = ["--timeout-keep-alive", f"{args.standin_keep_alive:g}"]
     with (
         UvicornServer(DIRECTORY_APP, env=standin, args=standin_args) as directory,
         claimed_redis_db(args.redis) as store,
@@ -138,8 +138,7 @@ def main() -> None:
         f"directory: {args.limit} creates per {args.window:g} s, {args.latency:g} s per create;"
         " services paced to the same limit"
     )
-    kept = "uvicorn's default, 5" if keep_alive is None else f"{keep_alive:g}"
-    print(f"the stand-in keeps idle connections open {kept} s")
+    print(f"the stand-in keeps idle connections open {args.standin_keep_alive:g} s")
     print(f"job states:                               {', '.join(result['states'])}")
     print(f"elapsed, first upload -> both finished:   {elapsed:.2f} s")
     print(f"  (seen by polling status:                {result['polled']:.2f} s)")

@@ -102,8 +102,13 @@ class HttpDirectoryClient:
                     write=timeouts.write,
                     pool=timeouts.pool,
                 ),
+                # Idle connections are dropped after 2 s, well before servers commonly
+                # close them (uvicorn: 5 s): a create sent on a connection the server is
+                # closing fails with no answer, and must then be reconciled.
                 limits=httpx.Limits(
-                    max_connections=max_connections, max_keepalive_connections=max_connections
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                    keepalive_expiry=2.0,
                 ),
             )
         )
