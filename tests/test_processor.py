@@ -36,6 +36,14 @@ from .helpers import UNPACED, csv_bytes, processor, records, upstream_copies
 pytestmark = pytest.mark.anyio
 
 
+async def until_created(bulk: BulkProcessor, job_id: str, created: int) -> None:
+    """Wait (as a watcher would) until the job runs with at least ``created`` rows created."""
+    async for event in bulk.watch(job_id):
+        running = event.state is JobState.RUNNING or event.type is EventType.ROW_CREATED
+        if running and event.progress.created >= created:
+            return
+
+
 @pytest.fixture(name="fake")
 def fixture_fake() -> FakeDirectory:
     """A fresh in-memory directory with a little latency, like a real one."""
@@ -231,7 +239,7 @@ async def test_run_twice_is_a_conflict(fake: FakeDirectory) -> None:
 
     async with anyio.create_task_group() as group:
         group.start_soon(bulk.run, job.id)
-        await anyio.sleep(0.05)
+        await until_created(bulk, job.id, 0)
         with pytest.raises(JobConflictError):
             await bulk.run(job.id)
         with pytest.raises(JobConflictError):
@@ -252,7 +260,7 @@ async def test_cancel_stops_dispatching_and_resume_completes(fake: FakeDirectory
 
     async with anyio.create_task_group() as group:
         group.start_soon(bulk.run, job.id)
-        await anyio.sleep(0.07)
+        await until_created(bulk, job.id, 1)
         await bulk.cancel(job.id)
 
     snapshot = await bulk.get(job.id)
@@ -353,8 +361,10 @@ async def test_outer_cancellation_leaves_the_job_interrupted(fake: FakeDirectory
     bulk = processor(slow)
     job = await bulk.submit(csv_bytes(records(3)))
 
-    with anyio.move_on_after(0.05):
-        await bulk.run(job.id)
+    async with anyio.create_task_group() as group:
+        group.start_soon(bulk.run, job.id)
+        await until_created(bulk, job.id, 0)
+        group.cancel_scope.cancel()  # a shutdown, with creates in flight
 
     assert JobState.INTERRUPTED == (await bulk.get(job.id)).job.state
     summary = await bulk.resume(job.id)
