@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import BinaryIO
 
 import anyio
 import attrs
 
 from ._client import DirectoryClient, HttpDirectoryClient
 from ._csv import CsvReader, CsvRow
+from ._csv_text import Source
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
     FINISHED_STATES,
@@ -35,8 +34,6 @@ from ._store import JobStore
 from ._summary import JobSummary
 from .exceptions import HospitalBulkError, InvalidCsvError, JobConflictError, StoreError
 from .stores.memory import MemoryStore
-
-Source = bytes | BinaryIO | os.PathLike[str]
 
 
 @attrs.frozen

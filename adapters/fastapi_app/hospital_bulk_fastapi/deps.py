@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from hospital_bulk import BulkProcessor
 
 from .errors import ApiError
-from .runs import JobRunner, KeyedLocks
+from .runs import JobRunner
 from .settings import ServiceSettings
 
 
@@ -25,7 +25,6 @@ class Service:
     runner: JobRunner
     #: Uploads with one Idempotency-Key take turns, so a retry racing the first
     #: finds its job instead of making a second one.
-    upload_keys: KeyedLocks = attrs.Factory(KeyedLocks)
 
 
 def service_of(app: FastAPI) -> Service:

@@ -95,10 +95,10 @@ async def upload(
     create its hospitals upstream exactly once, activate them, and answer the summary.
     """
     content = await read_upload(file, service.settings.max_upload_bytes)
-    async with service.upload_keys.hold(idempotency_key):
-        job = await service.processor.submit(
-            content, file_name=file.filename, idempotency_key=idempotency_key
-        )
+    # Racing uploads with one key get one job: the store keeps keys unique.
+    job = await service.processor.submit(
+        content, file_name=file.filename, idempotency_key=idempotency_key
+    )
     run = service.runner.start(job.id) if job.state is JobState.PENDING else None
     return await _answer(request, service, job, run or service.runner.get(job.id), prefer, mode)
 

@@ -8,8 +8,6 @@ group, which the processor records as ``interrupted`` (resumable).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 from anyio.abc import TaskGroup
@@ -77,28 +75,3 @@ class JobRunner:
         finally:
             del self._runs[run.job_id]
             run.done.set()
-
-
-class KeyedLocks:
-    """One lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str | None) -> AsyncIterator[None]:
-        """Hold the lock of ``key``; no key, no lock."""
-        if key is None:
-            yield
-            return
-        lock, users = self._locks.get(key, (anyio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
