@@ -25,6 +25,7 @@ from .settings import (
     ApiOption,
     ConcurrencyOption,
     EmbeddedLatencyOption,
+    JsonLinesOption,
     MaxRowsOption,
     RateLimitOption,
     RateWindowOption,
@@ -49,9 +50,7 @@ FailedOutOption = Annotated[
 def import_command(
     file: FileArgument,
     failed_out: FailedOutOption = None,
-    json_lines: Annotated[
-        bool, typer.Option("--json", help="Print each event as one JSON line, then a summary line.")
-    ] = False,
+    json_lines: JsonLinesOption = False,
     api: ApiOption = DEFAULT_BASE_URL,
     embedded_latency: EmbeddedLatencyOption = DEFAULT_EMBEDDED_LATENCY,
     rate_limit: RateLimitOption = DEFAULT_RATE_LIMIT,

@@ -36,6 +36,7 @@ from .settings import (
     ApiOption,
     ConcurrencyOption,
     EmbeddedLatencyOption,
+    JsonLinesOption,
     JsonOption,
     RateLimitOption,
     RateWindowOption,
@@ -125,9 +126,7 @@ def resume_command(
             help="Write the rows that still fail to this CSV.",
         ),
     ] = None,
-    json_lines: Annotated[
-        bool, typer.Option("--json", help="Print each event as one JSON line, then a summary line.")
-    ] = False,
+    json_lines: JsonLinesOption = False,
     api: ApiOption = DEFAULT_BASE_URL,
     embedded_latency: EmbeddedLatencyOption = DEFAULT_EMBEDDED_LATENCY,
     rate_limit: RateLimitOption = DEFAULT_RATE_LIMIT,

@@ -151,6 +151,11 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print JSON for machines instead of tables."),
 ]
+#: For the commands that run a job (import, resume): events as they happen.
+JsonLinesOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print each event as one JSON line, then a summary line."),
+]
 
 
 @attrs.frozen
