@@ -165,7 +165,7 @@ async def test_resume_finishes_what_failed(fake: FakeDirectory) -> None:
     await bulk.run(job.id)
     creates_before = fake.stats.calls["create"]
 
-    summary = await bulk.resume(job.id)
+    summary = await bulk.run(job.id)
 
     assert JobState.COMPLETED == summary.state
     assert 1 == fake.stats.calls["create"] - creates_before
@@ -243,7 +243,7 @@ async def test_run_twice_is_a_conflict(fake: FakeDirectory) -> None:
         with pytest.raises(JobConflictError):
             await bulk.run(job.id)
         with pytest.raises(JobConflictError):
-            await bulk.resume(job.id)
+            await bulk.run(job.id)
         with pytest.raises(JobConflictError):
             await bulk.delete(job.id)
 
@@ -269,7 +269,7 @@ async def test_cancel_stops_dispatching_and_resume_completes(fake: FakeDirectory
     assert 0 < len(created) < 10
     assert len(created) == len(slow.hospitals)
 
-    summary = await bulk.resume(job.id)
+    summary = await bulk.run(job.id)
 
     assert JobState.COMPLETED == summary.state
     assert 10 == len(slow.hospitals)
@@ -281,7 +281,7 @@ async def test_cancel_a_pending_job(fake: FakeDirectory) -> None:
     job = await bulk.submit(csv_bytes(records(2)))
 
     cancelled = await bulk.cancel(job.id)
-    summary = await bulk.resume(job.id)
+    summary = await bulk.run(job.id)
 
     assert JobState.CANCELLED == cancelled.state
     assert JobState.COMPLETED == summary.state
@@ -303,7 +303,7 @@ async def test_delete_removes_every_batch(fake: FakeDirectory) -> None:
 async def test_unknown_job_ids(fake: FakeDirectory) -> None:
     """Every operation on an unknown id raises JobNotFoundError."""
     bulk = processor(fake)
-    for operation in (bulk.run, bulk.resume, bulk.cancel, bulk.delete, bulk.get):
+    for operation in (bulk.run, bulk.cancel, bulk.delete, bulk.get, bulk.get_job):
         with pytest.raises(JobNotFoundError):
             await operation("missing")
 
@@ -344,11 +344,11 @@ async def test_process_runs_in_its_own_task_group(fake: FakeDirectory) -> None:
     bulk = processor(fake)
     types: list[EventType] = []
 
-    async with bulk.process(csv_bytes(records(4))) as job:
-        async for event in job.events():
+    async with bulk.process(csv_bytes(records(4))) as run:
+        async for event in run.events():
             types.append(event.type)
 
-    summary = await job.wait()
+    summary = await run.wait()
     assert EventType.JOB_ACCEPTED == types[0]
     assert EventType.JOB_FINISHED == types[-1]
     assert 4 == types.count(EventType.ROW_CREATED)
@@ -367,7 +367,7 @@ async def test_outer_cancellation_leaves_the_job_interrupted(fake: FakeDirectory
         group.cancel_scope.cancel()  # a shutdown, with creates in flight
 
     assert JobState.INTERRUPTED == (await bulk.get(job.id)).job.state
-    summary = await bulk.resume(job.id)
+    summary = await bulk.run(job.id)
     assert JobState.COMPLETED == summary.state
     assert 3 == len(slow.hospitals)
 
@@ -388,10 +388,9 @@ async def test_recover_interrupts_jobs_of_a_dead_process(fake: FakeDirectory) ->
     bulk = BulkProcessor(fake, store, UNPACED)
     dead = await bulk.submit(csv_bytes(records(3)))
     alive = await bulk.submit(csv_bytes(records(2, prefix="Other")))
-    draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=dead.progress)
     dead_owner = f"{socket.gethostname()}:{2**22 + 12345}:deadbeef"
-    await store.transition(dead.id, JobState.RUNNING, draft, owner=dead_owner, lease=60)
-    await store.transition(alive.id, JobState.RUNNING, draft, owner="elsewhere:1:x", lease=60)
+    await store.transition(dead.id, JobState.RUNNING, owner=dead_owner, lease=60)
+    await store.transition(alive.id, JobState.RUNNING, owner="elsewhere:1:x", lease=60)
     rows = await store.get_rows(dead.id)
     await store.save(dead.id, [attrs.evolve(rows[0], attempts=1)], [])
 
@@ -404,7 +403,7 @@ async def test_recover_interrupts_jobs_of_a_dead_process(fake: FakeDirectory) ->
         row.state for row in snapshot.rows
     ]
     assert JobState.RUNNING == (await bulk.get(alive.id)).job.state
-    assert JobState.COMPLETED == (await bulk.resume(dead.id)).state
+    assert JobState.COMPLETED == (await bulk.run(dead.id)).state
 
 
 async def test_recover_takes_over_an_expired_lease(fake: FakeDirectory) -> None:
@@ -412,8 +411,7 @@ async def test_recover_takes_over_an_expired_lease(fake: FakeDirectory) -> None:
     store = MemoryStore()
     bulk = BulkProcessor(fake, store, UNPACED)
     job = await bulk.submit(csv_bytes(records(2)))
-    draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress)
-    await store.transition(job.id, JobState.RUNNING, draft, owner="elsewhere:1:x", lease=0.01)
+    await store.transition(job.id, JobState.RUNNING, owner="elsewhere:1:x", lease=0.01)
     await anyio.sleep(0.02)
 
     assert [job.id] == [recovered.id for recovered in await bulk.recover()]
@@ -428,8 +426,7 @@ async def test_a_run_that_loses_its_lease_stops(fake: FakeDirectory) -> None:
 
     async def take_over() -> None:
         await anyio.sleep(0.08)
-        draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress)
-        await bulk.store.transition(job.id, JobState.INTERRUPTED, draft, owner=bulk.owner_id)
+        await bulk.store.transition(job.id, JobState.INTERRUPTED, owner=bulk.owner_id)
 
     async with anyio.create_task_group() as group:
         group.start_soon(take_over)
@@ -475,15 +472,13 @@ async def test_racing_uploads_with_one_idempotency_key_make_one_job(fake: FakeDi
     assert 1 == len(await bulk.list_jobs())
 
 
-async def test_watch_waits_for_job_finished_after_the_final_state(fake: FakeDirectory) -> None:
-    """The final state change and job.finished are two writes: a watcher reading between
-    them still ends with job.finished."""
+async def test_watch_ends_with_job_finished(fake: FakeDirectory) -> None:
+    """The final state change and job.finished are one write: a watcher that is
+    following when it lands ends with job.finished, and one that comes later too."""
     settings = attrs.evolve(UNPACED, watch_poll=0.02)
     bulk = processor(fake, settings)
     job = await bulk.submit(csv_bytes(records(1)))
-    for state in (JobState.RUNNING, JobState.COMPLETED):
-        draft = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=job.progress, state=state)
-        await bulk.store.transition(job.id, state, draft)
+    await bulk.store.transition(job.id, JobState.RUNNING)
     seen: list[EventType] = []
 
     async def watch() -> None:
@@ -491,11 +486,13 @@ async def test_watch_waits_for_job_finished_after_the_final_state(fake: FakeDire
 
     async with anyio.create_task_group() as group:
         group.start_soon(watch)
-        await anyio.sleep(0.03)  # the watcher has read the final state change by now
+        await anyio.sleep(0.03)  # the watcher follows the running job by now
         finished = EventDraft(type=EventType.JOB_FINISHED, progress=job.progress)
-        await bulk.store.save(job.id, (), [finished])
+        await bulk.store.transition(job.id, JobState.COMPLETED, then=[finished])
 
+    later = [event.type async for event in bulk.watch(job.id)]
     assert EventType.JOB_FINISHED == seen[-1]
+    assert seen == later
 
 
 class LateLandingDirectory:

@@ -110,12 +110,12 @@ async def play(scenario: Scenario) -> None:
     for _ in range(scenario.resumes):
         if not (await bulk.store.get_job(job.id)).state.is_resumable:
             break
-        await bulk.resume(job.id)
+        await bulk.run(job.id)
         await check_invariants(bulk, fake, job.id)
 
     fake.clear_faults()
     if (await bulk.store.get_job(job.id)).state.is_resumable:
-        await bulk.resume(job.id)
+        await bulk.run(job.id)
     snapshot = await bulk.get(job.id)
     assert JobState.COMPLETED == snapshot.job.state
     assert collections.Counter(r.key() for r in rows) == upstream_copies(fake, snapshot)

@@ -12,19 +12,22 @@ from ._csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState, Progress, RowOutcome, RowState
 from ._models import (
+    UPSTREAM_LIMITS,
     Finding,
     FindingCode,
     Hospital,
     HospitalRecord,
     RateLimit,
     Severity,
+    UpstreamLimits,
     ValidationReport,
 )
 from ._pacing import CallKind, LocalRateGate, RateGate
-from ._processor import BulkProcessor, JobSnapshot, ProcessingJob
+from ._processor import BulkProcessor, JobSnapshot
+from ._run import Run
 from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
-from ._summary import JobSummary, RowSummary
+from ._summary import JobSummary, RowStatus, RowSummary, reimportable_rows
 from .exceptions import (
     DirectoryError,
     HospitalBulkError,
@@ -41,6 +44,7 @@ from .stores.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "UPSTREAM_LIMITS",
     "BulkProcessor",
     "CallKind",
     "CsvOptions",
@@ -70,7 +74,6 @@ __all__ = [
     "MaybeLandedError",
     "MemoryStore",
     "NotSentError",
-    "ProcessingJob",
     "ProcessorSettings",
     "Progress",
     "RateGate",
@@ -79,11 +82,15 @@ __all__ = [
     "RetryPolicy",
     "RowOutcome",
     "RowState",
+    "RowStatus",
     "RowSummary",
+    "Run",
     "Severity",
     "StoreError",
     "ThrottledError",
+    "UpstreamLimits",
     "ValidationReport",
     "read_csv",
+    "reimportable_rows",
     "validate_csv",
 ]

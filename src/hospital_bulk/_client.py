@@ -51,6 +51,10 @@ class DirectoryClient(Protocol):
         """Raise unless the directory answers."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the client holds (connections). Whoever made it closes it."""
+        ...
+
 
 @attrs.frozen
 class DirectoryTimeouts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from uuid import UUID
 
 import attrs
@@ -39,36 +40,37 @@ class EventDraft:
 
 
 @attrs.frozen
-class Event:
-    job_id: str
-    seq: int
-    at: dt.datetime
-    type: EventType
-    progress: Progress
-    state: JobState | None = None
-    row: int | None = None
-    hospital_id: int | None = None
-    batch_id: UUID | None = None
-    error_code: str | None = None
-    error: str | None = None
-    delay: float | None = None
-    count: int | None = None
+class Event(EventDraft):
+    """An event as stored: numbered within its job, and dated."""
+
+    job_id: str = attrs.field(kw_only=True)
+    seq: int = attrs.field(kw_only=True)
+    at: dt.datetime = attrs.field(kw_only=True)
 
     @classmethod
     def from_draft(cls, draft: EventDraft, *, job_id: str, seq: int, at: dt.datetime) -> Event:
         # Spelled out rather than attrs.asdict: this runs for every event.
         return cls(
+            draft.type,
+            draft.progress,
+            draft.state,
+            draft.row,
+            draft.hospital_id,
+            draft.batch_id,
+            draft.error_code,
+            draft.error,
+            draft.delay,
+            draft.count,
             job_id=job_id,
             seq=seq,
             at=at,
-            type=draft.type,
-            progress=draft.progress,
-            state=draft.state,
-            row=draft.row,
-            hospital_id=draft.hospital_id,
-            batch_id=draft.batch_id,
-            error_code=draft.error_code,
-            error=draft.error,
-            delay=draft.delay,
-            count=draft.count,
         )
+
+
+def transition_drafts(
+    state: JobState, progress: Progress, then: Sequence[EventDraft]
+) -> list[EventDraft]:
+    """The events of a move to ``state``, in the order every store writes them at once:
+    the state change, then what must follow it in the same write (``job.finished``)."""
+    changed = EventDraft(type=EventType.JOB_STATE_CHANGED, progress=progress, state=state)
+    return [changed, *then]

@@ -39,6 +39,11 @@ class JobState(enum.StrEnum):
     def is_resumable(self) -> bool:
         return self in RESUMABLE_STATES
 
+    @property
+    def is_settled(self) -> bool:
+        """Nobody works on the job and nobody is about to: neither running nor pending."""
+        return self not in ACTIVE_STATES and self is not JobState.PENDING
+
 
 ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.ACTIVATING})
 RESUMABLE_STATES = frozenset(
@@ -130,6 +135,19 @@ class RowOutcome:
     attempts: int = 0  # creates sent; a pending row with attempts > 0 may have landed
     error_code: str | None = None
     error: str | None = None
+
+    @property
+    def may_have_landed(self) -> bool:
+        """A create was sent and never answered: the hospital may exist upstream, so the
+        row is never sent again before its batch is listed."""
+        return self.state is RowState.UNKNOWN or (
+            self.state is RowState.PENDING and self.attempts > 0
+        )
+
+    @property
+    def never_sent(self) -> bool:
+        """Pending without a create ever sent: surely not upstream."""
+        return self.state is RowState.PENDING and self.attempts == 0
 
     # The engine's per-row steps, spelled out: attrs.evolve is the costliest call on
     # the hot path.

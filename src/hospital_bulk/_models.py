@@ -122,3 +122,22 @@ class RateLimit:
 
     count: int
     window: float = 60.0
+
+
+@attrs.frozen
+class UpstreamLimits:
+    """What the Hospital Directory publishes about itself (UPSTREAM.md)."""
+
+    #: ``POST /hospitals/``, per client address.
+    create: RateLimit = RateLimit(30, 60.0)
+    #: Every other endpoint but ``GET /``, per client address.
+    other: RateLimit = RateLimit(50, 60.0)
+    #: ``GET /``.
+    ping: RateLimit = RateLimit(100, 60.0)
+    #: Hospitals per ``creation_batch_id``.
+    batch_cap: int = 20
+
+
+#: The one place the real directory's limits are written down: the engine's defaults,
+#: the embedded directory and the stand-in all read them from here.
+UPSTREAM_LIMITS = UpstreamLimits()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ._csv import CsvOptions
-from ._models import RateLimit
+from ._models import UPSTREAM_LIMITS, RateLimit
 
 
 @attrs.frozen
@@ -31,14 +31,15 @@ class ProcessorSettings:
 
     concurrency: int = 20
     #: Creates per window; ``None`` or a count of 0 means unpaced.
-    create_limit: RateLimit | None = RateLimit(30, 60.0)
-    #: Every other call (list, activate, delete): the upstream allows 50 per minute.
-    other_limit: RateLimit | None = RateLimit(50, 60.0)
+    create_limit: RateLimit | None = UPSTREAM_LIMITS.create
+    #: Every other call (list, activate, delete).
+    other_limit: RateLimit | None = UPSTREAM_LIMITS.other
     #: Pause after a 429 without Retry-After when no rate limit is known (unpaced).
     unpaced_throttle_pause: float = 1.0
-    #: Rows per upstream batch: the upstream allows at most 20.
+    #: Rows per upstream batch: at most the upstream's cap.
     batch_size: int = attrs.field(
-        default=20, validator=[attrs.validators.ge(1), attrs.validators.le(20)]
+        default=UPSTREAM_LIMITS.batch_cap,
+        validator=[attrs.validators.ge(1), attrs.validators.le(UPSTREAM_LIMITS.batch_cap)],
     )
     csv: CsvOptions = CsvOptions(max_rows=10_000)
     retry: RetryPolicy = RetryPolicy()

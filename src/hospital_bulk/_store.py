@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ._events import Event, EventDraft
-from ._jobs import Job, JobState, RowOutcome
+from ._jobs import Job, JobState, Progress, RowOutcome
+from ._models import RateLimit
+from ._pacing import RateGate
 
 
 class JobStore(Protocol):
@@ -48,14 +50,17 @@ class JobStore(Protocol):
         self,
         job_id: str,
         state: JobState,
-        event: EventDraft,
+        progress: Progress | None = None,
         *,
+        then: Sequence[EventDraft] = (),
         allowed: frozenset[JobState] | None = None,
         owner: str | None = None,
         lease: float | None = None,
     ) -> Job:
         """Compare-and-set the job's state by :func:`~hospital_bulk._jobs.transition_job`
-        and append ``event``, atomically; raises
+        and append, in the same atomic write, a ``job.state_changed`` event (carrying
+        ``progress``, by default the job's) followed by the events ``then`` — so that a
+        final state and its ``job.finished`` are never seen apart. Raises
         :class:`~hospital_bulk.exceptions.JobConflictError` when the rules refuse."""
         ...
 
@@ -69,6 +74,13 @@ class JobStore(Protocol):
 
     async def read_events(self, job_id: str, after: int = 0, *, wait: float = 0.0) -> list[Event]:
         """Events with ``seq > after``, oldest first; waits up to ``wait`` s for the first one."""
+        ...
+
+    def rate_gate(
+        self, create_limit: RateLimit | None, other_limit: RateLimit | None, unpaced_pause: float
+    ) -> RateGate | None:
+        """Pacing shared by every process that uses this store, or ``None`` when the
+        store is this process's alone (each processor then paces in its own memory)."""
         ...
 
     async def ping(self) -> None:

@@ -1,17 +1,22 @@
-"""Summaries in the original service's vocabulary, so adapters can answer in its shape."""
+"""Summaries in the original service's vocabulary, so adapters can answer in its shape,
+and which rows may be imported again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Iterable, Sequence
 
 import attrs
 
-from ._jobs import Job, RowOutcome, RowState
+from ._jobs import Job, JobState, RowOutcome, RowState
 
-#: Per-row statuses of the original service.
-CREATED_AND_ACTIVATED = "created_and_activated"
-CREATED = "created"
-FAILED = "failed"
+
+class RowStatus(enum.StrEnum):
+    """A row's outcome in the original service's words."""
+
+    CREATED_AND_ACTIVATED = "created_and_activated"
+    CREATED = "created"  # created upstream, its batch not activated
+    FAILED = "failed"  # not created, or not known to be
 
 
 @attrs.frozen
@@ -19,7 +24,7 @@ class RowSummary:
     row: int
     hospital_id: int | None
     name: str
-    status: str  # created_and_activated | created | failed
+    status: RowStatus
     error: str | None = None
     error_code: str | None = None
 
@@ -27,7 +32,7 @@ class RowSummary:
 @attrs.frozen
 class JobSummary:
     batch_id: str
-    state: str
+    state: JobState
     total_hospitals: int
     processed_hospitals: int
     failed_hospitals: int
@@ -38,7 +43,7 @@ class JobSummary:
     @classmethod
     def of(cls, job: Job, rows: Sequence[RowOutcome]) -> JobSummary:
         hospitals = tuple(_row_summary(row) for row in rows)
-        processed = sum(1 for row in hospitals if row.status != FAILED)
+        processed = sum(1 for row in hospitals if row.status is not RowStatus.FAILED)
         elapsed = 0.0
         if job.started_at is not None and job.finished_at is not None:
             elapsed = (job.finished_at - job.started_at).total_seconds()
@@ -50,23 +55,33 @@ class JobSummary:
             failed_hospitals=len(hospitals) - processed,
             processing_time_seconds=round(elapsed, 3),
             batch_activated=bool(hospitals)
-            and all(row.status == CREATED_AND_ACTIVATED for row in hospitals),
+            and all(row.status is RowStatus.CREATED_AND_ACTIVATED for row in hospitals),
             hospitals=hospitals,
         )
 
 
+def reimportable_rows(rows: Iterable[RowOutcome]) -> list[RowOutcome]:
+    """Rows surely not upstream, which a new upload of them cannot duplicate: failed
+    ones (every failure we record proves the create did not land) and those never sent.
+
+    Rows that may have landed are left out: only a resume, which lists their batch
+    first, can tell whether they exist.
+    """
+    return [row for row in rows if row.state is RowState.FAILED or row.never_sent]
+
+
 def _row_summary(row: RowOutcome) -> RowSummary:
     if row.state is RowState.ACTIVATED:
-        status, error, code = CREATED_AND_ACTIVATED, None, None
+        status, error, code = RowStatus.CREATED_AND_ACTIVATED, None, None
     elif row.state is RowState.CREATED:
-        status = CREATED
+        status = RowStatus.CREATED
         error, code = row.error, row.error_code
     else:
-        status, error, code = FAILED, row.error, row.error_code
-        if row.state is RowState.UNKNOWN or (row.state is RowState.PENDING and row.attempts):
+        status, error, code = RowStatus.FAILED, row.error, row.error_code
+        if row.may_have_landed:
             code = code or "unknown"
             error = error or "the create may have landed upstream; resume to reconcile"
-        elif row.state is RowState.PENDING:
+        elif row.never_sent:
             code = code or "not_sent"
             error = error or "not sent yet; resume to send it"
     return RowSummary(

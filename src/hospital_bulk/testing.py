@@ -94,6 +94,9 @@ class FakeDirectory(DirectoryCore):
 
     # The HTTP face.
 
+    async def aclose(self) -> None:
+        """Nothing to release: the directory is plain memory."""
+
     async def http_handler(
         self, request: httpx.Request, *, client: str = ONE_CLIENT
     ) -> httpx.Response:

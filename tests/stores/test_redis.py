@@ -36,7 +36,7 @@ from hospital_bulk.testing import FakeDirectory
 from tests.helpers import UNPACED, csv_bytes, records, upstream_copies
 
 from .redis_server import ScratchRedisStore, redis_url, scratch_store
-from .test_store_contract import accepted, make_job, state_changed
+from .test_store_contract import accepted, make_job
 
 pytestmark = pytest.mark.anyio
 
@@ -226,9 +226,7 @@ async def test_racing_transitions_across_two_clients_only_one_wins(
 
     async def start(client: RedisStore, owner: str) -> None:
         try:
-            await client.transition(
-                job.id, JobState.RUNNING, state_changed(JobState.RUNNING), owner=owner, lease=30
-            )
+            await client.transition(job.id, JobState.RUNNING, owner=owner, lease=30)
         except JobConflictError:
             return
         winners.append(owner)
@@ -251,7 +249,7 @@ async def test_transitions_are_not_disturbed_by_saves(store: RedisStore) -> None
     """Saves racing a transition neither fail it nor lose their events."""
     job, rows = make_job()
     await store.add_job(job, rows, accepted())
-    await store.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING), owner="a")
+    await store.transition(job.id, JobState.RUNNING, owner="a")
 
     async with anyio.create_task_group() as group:
         for _ in range(20):
@@ -261,7 +259,6 @@ async def test_transitions_are_not_disturbed_by_saves(store: RedisStore) -> None
                 store.transition,
                 job.id,
                 JobState.ACTIVATING,
-                state_changed(JobState.ACTIVATING),
                 owner="a",
             )
         )
@@ -301,7 +298,7 @@ async def test_a_second_processor_takes_over_a_dead_ones_job(
         recovered = await b.recover()
         landed = len(fake.hospitals)
         states = collections.Counter(row.state for row in await other.get_rows(job.id))
-        summary = await b.resume(job.id)
+        summary = await b.run(job.id)
 
     assert (JobState.RUNNING, a.owner_id) == (left_running.state, left_running.owner)
     assert [job.id] == [job.id for job in recovered]
@@ -335,11 +332,11 @@ async def test_a_finished_jobs_keys_expire_and_a_resumed_ones_do_not(
         return [await store.client.pttl(key) for key in keys]
 
     try:
-        await retained.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
+        await retained.transition(job.id, JobState.RUNNING)
         assert [-1, -1, -1, -1] == await ttls()
-        await retained.transition(job.id, JobState.FAILED, state_changed(JobState.FAILED))
+        await retained.transition(job.id, JobState.FAILED)
         assert all(55_000 < ttl <= 60_000 for ttl in await ttls()), await ttls()
-        await retained.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
+        await retained.transition(job.id, JobState.RUNNING)
         assert [-1, -1, -1, -1] == await ttls()
     finally:
         await retained.aclose()
@@ -353,7 +350,7 @@ async def test_expired_jobs_leave_the_indexes(store: RedisStore) -> None:
     await short.add_job(kept, kept_rows, accepted())
     await short.add_job(gone, gone_rows, accepted())
     try:
-        await short.transition(gone.id, JobState.CANCELLED, state_changed(JobState.CANCELLED))
+        await short.transition(gone.id, JobState.CANCELLED)
         await anyio.sleep(0.2)
 
         assert [kept.id] == [job.id for job in await short.list_jobs()]

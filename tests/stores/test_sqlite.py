@@ -31,7 +31,7 @@ from hospital_bulk.stores.sqlite import SqliteStore, path_from_url
 from hospital_bulk.testing import FakeDirectory
 from tests.helpers import UNPACED, csv_bytes, records
 
-from .test_store_contract import accepted, make_job, state_changed
+from .test_store_contract import accepted, make_job
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +80,7 @@ async def test_data_survives_closing_and_reopening(store: SqliteStore, path: pat
     """A job, its rows and its events read back equal from a reopened file."""
     job, rows = make_job(2, key="key-1")
     await store.add_job(job, rows, accepted(2))
-    await store.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING), owner="a")
+    await store.transition(job.id, JobState.RUNNING, owner="a")
     created = attrs.evolve(rows[0], state=RowState.CREATED, hospital_id=11, attempts=1)
     draft = EventDraft(
         type=EventType.ROW_CREATED,
@@ -165,7 +165,7 @@ async def test_racing_starts_from_two_processes_only_one_wins(
 
     async def start(through: SqliteStore) -> None:
         try:
-            await through.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
+            await through.transition(job.id, JobState.RUNNING)
         except JobConflictError:
             wins.append(False)
         else:
@@ -343,7 +343,7 @@ async def _job_in(store: SqliteStore, *path: JobState) -> str:
     job, rows = make_job()
     await store.add_job(job, rows, accepted())
     for state in path:
-        await store.transition(job.id, state, state_changed(state))
+        await store.transition(job.id, state)
     return job.id
 
 

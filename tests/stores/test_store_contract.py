@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -204,17 +205,17 @@ async def test_transition_follows_the_table(store: JobStore) -> None:
     job, rows = make_job()
     await store.add_job(job, rows, accepted())
 
-    running = await store.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
+    running = await store.transition(job.id, JobState.RUNNING)
 
     assert JobState.RUNNING == running.state
     assert 1 == running.runs
     assert running.started_at is not None
     assert 2 == running.last_seq
     with pytest.raises(JobConflictError):
-        await store.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
+        await store.transition(job.id, JobState.RUNNING)
     with pytest.raises(JobConflictError):
-        await store.transition(job.id, JobState.DELETED, state_changed(JobState.DELETED))
-    done = await store.transition(job.id, JobState.COMPLETED, state_changed(JobState.COMPLETED))
+        await store.transition(job.id, JobState.DELETED)
+    done = await store.transition(job.id, JobState.COMPLETED)
     assert done.finished_at is not None
     assert 3 == len(await store.read_events(job.id))
 
@@ -223,14 +224,13 @@ async def test_transition_allowed_narrows(store: JobStore) -> None:
     """``allowed`` restricts the source states further (run only from pending)."""
     job, rows = make_job()
     await store.add_job(job, rows, accepted())
-    await store.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
-    await store.transition(job.id, JobState.FAILED, state_changed(JobState.FAILED))
+    await store.transition(job.id, JobState.RUNNING)
+    await store.transition(job.id, JobState.FAILED)
 
     with pytest.raises(JobConflictError):
         await store.transition(
             job.id,
             JobState.RUNNING,
-            state_changed(JobState.RUNNING),
             allowed=frozenset({JobState.PENDING}),
         )
     assert JobState.FAILED == (await store.get_job(job.id)).state
@@ -244,7 +244,7 @@ async def test_racing_transitions_only_one_wins(store: JobStore) -> None:
 
     async def start() -> None:
         try:
-            await store.transition(job.id, JobState.RUNNING, state_changed(JobState.RUNNING))
+            await store.transition(job.id, JobState.RUNNING)
         except JobConflictError:
             wins.append(False)
         else:
@@ -295,9 +295,7 @@ async def test_lease_is_taken_renewed_and_dropped(store: JobStore) -> None:
     job, rows = make_job()
     await store.add_job(job, rows, accepted())
 
-    running = await store.transition(
-        job.id, JobState.RUNNING, state_changed(JobState.RUNNING), owner="a", lease=30
-    )
+    running = await store.transition(job.id, JobState.RUNNING, owner="a", lease=30)
 
     assert "a" == running.owner
     assert running.lease_expires is not None
@@ -308,10 +306,8 @@ async def test_lease_is_taken_renewed_and_dropped(store: JobStore) -> None:
     assert renewed.lease_expires is not None
     assert renewed.lease_expires > running.lease_expires
     with pytest.raises(JobConflictError):
-        await store.transition(job.id, JobState.FAILED, state_changed(JobState.FAILED), owner="b")
-    done = await store.transition(
-        job.id, JobState.COMPLETED, state_changed(JobState.COMPLETED), owner="a"
-    )
+        await store.transition(job.id, JobState.FAILED, owner="b")
+    done = await store.transition(job.id, JobState.COMPLETED, owner="a")
     assert (None, None) == (done.owner, done.lease_expires)
     assert [] == await store.active_jobs()
     assert not await store.renew_lease(job.id, "a", 60)
@@ -329,3 +325,39 @@ async def test_idempotency_keys_are_unique(store: JobStore) -> None:
     found = await store.find_job("upload-7")
     assert found is not None
     assert first.id == found.id
+
+
+async def test_a_final_state_and_its_job_finished_are_one_write(store: JobStore) -> None:
+    """``transition(..., then=...)`` appends the state change and the events after it in
+    one write: a reader polling all along never sees the final state without its
+    ``job.finished``, and the job's progress is the last event's."""
+    job, rows = make_job()
+    await store.add_job(job, rows, accepted())
+    await store.transition(job.id, JobState.RUNNING)
+    final = Progress(total=3, created=3, activated=3)
+    finished = EventDraft(type=EventType.JOB_FINISHED, progress=final, state=JobState.COMPLETED)
+    seen_apart = []
+
+    async def poll() -> None:
+        while True:
+            events = await store.read_events(job.id)
+            types = [event.type for event in events]
+            if EventType.JOB_FINISHED in types:
+                return
+            if any(event.state is JobState.COMPLETED for event in events):
+                seen_apart.append(types)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(poll)
+        await anyio.sleep(0.01)
+        done = await store.transition(job.id, JobState.COMPLETED, final, then=[finished])
+
+    events = await store.read_events(job.id)
+    assert [] == seen_apart
+    assert [
+        (3, EventType.JOB_STATE_CHANGED, JobState.COMPLETED),
+        (4, EventType.JOB_FINISHED, JobState.COMPLETED),
+    ] == [(event.seq, event.type, event.state) for event in events[-2:]]
+    assert (4, final) == (done.last_seq, done.progress)
+    assert (4, final) == ((stored := await store.get_job(job.id)).last_seq, stored.progress)

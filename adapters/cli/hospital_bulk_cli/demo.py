@@ -136,7 +136,7 @@ async def _import_example(
         f" {len(job.batch_ids)} upstream batches, job [bold]{job.id}[/]"
     )
     view = ProgressBarView(job.total_rows, upstream.create_limit, console)
-    outcome = await drive(processor, job.id, resume=False, view=view)
+    outcome = await drive(processor, job.id, view=view)
     code = Report(store, upstream).finish(outcome, json_lines=False, console=console)
     return code, job.id
 

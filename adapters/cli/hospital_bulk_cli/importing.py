@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hospital_bulk import DEFAULT_BASE_URL, BulkProcessor, InvalidCsvError, Job
+from hospital_bulk import DEFAULT_BASE_URL, BulkProcessor, InvalidCsvError, Job, JobState
 
 from .errors import CliError, Exit, handles_errors
 from .output import findings_table, print_json, print_report, report_data, stdout
@@ -95,7 +95,7 @@ async def import_file(path: Path, report: Report, json_lines: bool) -> Exit:
             return Exit.ERROR
         if validation.warnings and not json_lines:
             console.print(findings_table("Warnings", validation.warnings, "yellow"))
-        return await run_job(processor, job, report, json_lines, console, resume=False)
+        return await run_job(processor, job, report, json_lines, console)
 
 
 async def run_job(
@@ -104,24 +104,22 @@ async def run_job(
     report: Report,
     json_lines: bool,
     console: Console,
-    *,
-    resume: bool,
 ) -> Exit:
     """Drive ``job`` with a view of it, then report how it ended."""
     view: JobView
     if json_lines:
         view = JsonLinesView()
     else:
-        _print_header(job, report, console, resume=resume)
+        _print_header(job, report, console)
         view = ProgressBarView(job.total_rows, report.upstream.create_limit, console)
-    outcome = await drive(processor, job.id, resume=resume, view=view)
+    outcome = await drive(processor, job.id, view=view)
     return report.finish(outcome, json_lines=json_lines, console=console)
 
 
-def _print_header(job: Job, report: Report, console: Console, *, resume: bool) -> None:
+def _print_header(job: Job, report: Report, console: Console) -> None:
     name = escape(job.file_name or "the file")
     target = escape(report.upstream.describe())
-    if resume:
+    if job.state is not JobState.PENDING:
         console.print(
             f"Resuming job [bold]{job.id}[/] ({name}): {job.progress.created} of"
             f" {job.total_rows} hospitals created so far → {target}"

@@ -153,7 +153,7 @@ def resume_command(
                     "[yellow]The embedded directory starts empty: rows created by an"
                     " earlier process are not in it.[/]"
                 )
-            return await run_job(processor, job, report, json_lines, console, resume=True)
+            return await run_job(processor, job, report, json_lines, console)
 
     raise typer.Exit(anyio.run(main))
 

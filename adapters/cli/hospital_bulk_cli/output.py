@@ -24,7 +24,7 @@ from hospital_bulk import (
     JobSnapshot,
     JobSummary,
     RowOutcome,
-    RowState,
+    RowStatus,
     RowSummary,
     Severity,
     ValidationReport,
@@ -44,7 +44,11 @@ STATE_STYLES = {
     "pending": "dim",
     "deleted": "dim",
 }
-STATUS_STYLES = {"created_and_activated": "green", "created": "yellow", "failed": "red"}
+STATUS_STYLES = {
+    RowStatus.CREATED_AND_ACTIVATED: "green",
+    RowStatus.CREATED: "yellow",
+    RowStatus.FAILED: "red",
+}
 
 
 def stdout() -> Console:
@@ -144,8 +148,8 @@ _OUTCOMES = (
 
 
 def _outcome(row: RowOutcome) -> str:
-    if row.state is RowState.UNKNOWN or (row.state is RowState.PENDING and row.attempts):
-        return "uncertain"  # sent, and the answer never came
+    if row.may_have_landed:
+        return "uncertain"
     return str(row.state)
 
 
@@ -200,8 +204,8 @@ def rows_table(
 
 def problem_rows(summary: JobSummary) -> list[RowSummary]:
     """Rows not activated: the failed ones first, then those created but waiting."""
-    rows = [row for row in summary.hospitals if row.status != "created_and_activated"]
-    return sorted(rows, key=lambda row: (row.status != "failed", row.row))
+    rows = [row for row in summary.hospitals if row.status is not RowStatus.CREATED_AND_ACTIVATED]
+    return sorted(rows, key=lambda row: (row.status is not RowStatus.FAILED, row.row))
 
 
 def jobs_table(jobs: Sequence[Job], *, width: int) -> Table:

@@ -9,7 +9,7 @@ import csv
 import shlex
 import signal
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -25,7 +25,9 @@ from hospital_bulk import (
     JobStore,
     ProcessorSettings,
     RowOutcome,
-    RowState,
+    RowStatus,
+    Run,
+    reimportable_rows,
 )
 from hospital_bulk.stores import open_store
 
@@ -46,21 +48,21 @@ async def open_processor(
 
     Without ``upstream`` the command only reads or cancels jobs: no call reaches a directory.
     """
-    client = upstream.client() if upstream is not None else None
-    try:
+    async with AsyncExitStack() as stack:
+        client = upstream.client() if upstream is not None else None
+        if client is not None:
+            stack.push_async_callback(client.aclose)
         store = await _open_store(store_url)
-    except BaseException:
-        close = getattr(client, "aclose", None)
-        if close is not None:
-            await close()
-        raise
-    settings = upstream.processor_settings() if upstream is not None else ProcessorSettings()
-    processor = BulkProcessor(client, store, settings)
-    try:
-        yield processor
-    finally:
-        with anyio.CancelScope(shield=True):
-            await processor.aclose()
+        stack.push_async_callback(store.aclose)
+        settings = upstream.processor_settings() if upstream is not None else ProcessorSettings()
+        processor = BulkProcessor(client, store, settings)
+        stack.push_async_callback(processor.aclose)
+        try:
+            yield processor
+        finally:
+            # Closing must finish even when Ctrl-C cancelled the command.
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
 
 
 async def _open_store(url: str) -> JobStore:
@@ -90,87 +92,40 @@ class Outcome:
         return Exit.ERROR
 
 
-@attrs.define
-class _Stop:
-    requested: int = 0
+async def drive(processor: BulkProcessor, job_id: str, *, view: JobView) -> Outcome:
+    """Run the job (from the start, or resumed) while ``view`` shows its events; the
+    first Ctrl-C cancels it cleanly, the second stops it at once."""
+    stops = 0
 
-
-async def drive(processor: BulkProcessor, job_id: str, *, resume: bool, view: JobView) -> Outcome:
-    """Run (or resume) a job while ``view`` follows its events; Ctrl-C cancels it cleanly."""
-    start = (await processor.get(job_id)).job
-    after = start.last_seq if resume else 0
-    finished = anyio.Event()
-    run_scope = anyio.CancelScope()
-    follow_scope = anyio.CancelScope()
-    stop = _Stop()
-    failure: list[Exception] = []
-
-    async def run() -> None:
-        try:
-            with run_scope:
-                if resume:
-                    await processor.resume(job_id)
-                else:
-                    await processor.run(job_id)
-        except Exception as error:  # re-raised below, outside the task group
-            failure.append(error)
-            follow_scope.cancel()
-        finally:
-            finished.set()
-
-    async def follow() -> None:
-        nonlocal after
-        with follow_scope:
-            while True:
-                was_finished = finished.is_set()
-                async for event in processor.watch(job_id, after):
-                    after = event.seq
-                    view.event(event)
-                if was_finished:
-                    return
-                # A resume is watched before it starts: its job does not look active yet.
-                with anyio.move_on_after(0.1):
-                    await finished.wait()
-
-    async def on_signals() -> None:
+    async def on_signals(run: Run) -> None:
+        nonlocal stops
         with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async for _ in signals:
-                stop.requested += 1
-                if stop.requested == 1:
-                    view.cancelling(hard=False)
-                    try:
-                        await processor.cancel(job_id)
-                        continue
-                    except HospitalBulkError:
-                        pass  # not started yet: stop it the hard way
-                view.cancelling(hard=True)
-                run_scope.cancel()
+                stops += 1
+                view.cancelling(hard=stops > 1)
+                run.cancel(now=stops > 1)
 
     with view:
         async with anyio.create_task_group() as group:
-            group.start_soon(on_signals)
-            group.start_soon(run)
-            await follow()
-            await finished.wait()
+            run = await processor.start(job_id, group)
+            group.start_soon(on_signals, run)
+            async for event in run.events():
+                view.event(event)
+            try:
+                await run.wait()
+            except HospitalBulkError:
+                if not stops:
+                    raise
             group.cancel_scope.cancel()
-    if failure and not stop.requested:
-        raise failure[0]
-    return Outcome(await processor.get(job_id), interrupted=stop.requested > 0)
+    return Outcome(await processor.get(job_id), interrupted=stops > 0)
 
 
 # -- after the run ----------------------------------------------------------------------
 
 
-def failed_rows(rows: Sequence[RowOutcome]) -> list[RowOutcome]:
-    """Rows that surely never reached the directory: safe to import again.
-
-    Unknown rows are left out: they may exist upstream, and only a resume can tell.
-    """
-    return [row for row in rows if row.state is RowState.FAILED]
-
-
 def write_failed_rows(rows: Sequence[RowOutcome], path: Path) -> None:
-    """An importable file: the three columns, then why each row failed (ignored on import)."""
+    """An importable file: the three columns, then why each row was not created (ignored
+    on import)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
@@ -211,7 +166,7 @@ class Report:
         job = snapshot.job
         summary = snapshot.summary()
         code = outcome.exit_code
-        failed = failed_rows(snapshot.rows) if code is not Exit.INTERRUPTED else []
+        failed = reimportable_rows(snapshot.rows) if code is not Exit.INTERRUPTED else []
         written = None
         if failed and self.failed_out is not None:
             try:
@@ -237,7 +192,7 @@ class Report:
         problems = problem_rows(summary)
         if problems and code is not Exit.INTERRUPTED:
             console.print(rows_table(problems, title="Rows not activated", limit=SHOWN_ROWS))
-            waiting = sum(1 for row in problems if row.status == "created")
+            waiting = sum(1 for row in problems if row.status is RowStatus.CREATED)
             if waiting:
                 console.print(
                     f"[yellow]{waiting} hospital(s) created but not activated:[/] a batch is"

@@ -14,9 +14,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio
+from anyio.abc import TaskGroup
 from fastapi import FastAPI
 
-from hospital_bulk import BulkProcessor, DirectoryClient, HttpDirectoryClient
+from hospital_bulk import BulkProcessor, DirectoryClient, HttpDirectoryClient, JobConflictError
 from hospital_bulk.stores import open_store
 
 from . import routes_health, routes_jobs, routes_live, routes_upload
@@ -24,7 +25,6 @@ from .deps import Service
 from .errors import install_error_handlers
 from .limits import MULTIPART_SLACK, BodyLimit
 from .openapi import install_openapi
-from .runs import JobRunner
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if processor is None:
             processor = await _open_processor(settings, stack)
         async with anyio.create_task_group() as group:
-            runner = JobRunner(processor, group)
-            await _recover(processor, runner, take_over=settings.takes_over)
+            await _recover(processor, group, take_over=settings.takes_over)
             group.start_soon(
-                _recover_periodically, processor, runner, settings.takes_over, name="recover"
+                _recover_periodically, processor, group, settings.takes_over, name="recover"
             )
-            app.state.hospital_bulk = Service(settings, processor, runner)
+            app.state.hospital_bulk = Service(settings, processor, group)
             try:
                 yield
             finally:
@@ -109,26 +108,26 @@ async def _open_processor(settings: ServiceSettings, stack: AsyncExitStack) -> B
     return BulkProcessor(client, store, settings.processor_settings())
 
 
-async def _recover(processor: BulkProcessor, runner: JobRunner, *, take_over: bool) -> None:
+async def _recover(processor: BulkProcessor, jobs: TaskGroup, *, take_over: bool) -> None:
     """Declare the jobs of dead processes interrupted; with ``take_over``, resume them here."""
-    recovered = await processor.recover()
-    for job in recovered:
-        if take_over:
-            log.warning("taking over job %s from a dead process", job.id)
-            runner.start(job.id, resume=True)
-        else:
+    for job in await processor.recover():
+        if not take_over:
             log.warning("job %s of a dead process is now interrupted", job.id)
+            continue
+        log.warning("taking over job %s from a dead process", job.id)
+        try:
+            await processor.start(job.id, jobs)
+        except JobConflictError:
+            log.info("job %s was taken over by another process first", job.id)
 
 
-async def _recover_periodically(
-    processor: BulkProcessor, runner: JobRunner, take_over: bool
-) -> None:
+async def _recover_periodically(processor: BulkProcessor, jobs: TaskGroup, take_over: bool) -> None:
     """With a shared store, another process may die any time: recover its jobs once its
     lease has expired, as start-up does."""
     while True:
         await anyio.sleep(processor.settings.lease_ttl)
         try:
-            await _recover(processor, runner, take_over=take_over)
+            await _recover(processor, jobs, take_over=take_over)
         except Exception:  # a store hiccup must not stop the service; the next round retries
             log.exception("recovering interrupted jobs failed")
 

@@ -13,6 +13,7 @@ from hospital_bulk import (
     JobSummary,
     Progress,
     RowOutcome,
+    RowStatus,
     ValidationReport,
 )
 
@@ -143,7 +144,7 @@ def _job_fields(job: Job) -> dict[str, Any]:
     }
 
 
-def _row_out(row: RowOutcome, status: str) -> RowOut:
+def _row_out(row: RowOutcome, status: RowStatus) -> RowOut:
     return RowOut(
         row=row.row,
         line=row.line,
@@ -151,7 +152,7 @@ def _row_out(row: RowOutcome, status: str) -> RowOut:
         address=row.record.address,
         phone=row.record.phone,
         state=row.state,
-        status=status,  # type: ignore[arg-type]  # RowSummary.status holds one of RowStatus
+        status=status,
         hospital_id=row.hospital_id,
         creation_batch_id=str(row.batch_id),
         attempts=row.attempts,

@@ -6,13 +6,13 @@ import math
 from typing import Annotated
 
 import attrs
+from anyio.abc import TaskGroup
 from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 
 from hospital_bulk import BulkProcessor
 
 from .errors import ApiError
-from .runs import JobRunner
 from .settings import ServiceSettings
 
 
@@ -22,9 +22,9 @@ class Service:
 
     settings: ServiceSettings
     processor: BulkProcessor
-    runner: JobRunner
-    #: Uploads with one Idempotency-Key take turns, so a retry racing the first
-    #: finds its job instead of making a second one.
+    #: Where jobs run: the lifespan's, never a request's, so a client that hangs up
+    #: leaves its job running, and shutdown interrupts every job it holds.
+    jobs: TaskGroup
 
 
 def service_of(app: FastAPI) -> Service:

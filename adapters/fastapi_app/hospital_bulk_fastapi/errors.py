@@ -176,9 +176,10 @@ _DOCS: dict[int, tuple[str, Any, dict[str, Any]]] = {
         "The batch's state does not allow this (it is running, say)",
         ErrorOut,
         {
-            "detail": "job '1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b' is running: cannot resume it",
+            "detail": "job '1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b' is completed: cannot run it:"
+            " nothing is left to do",
             "code": "job_conflict",
-            "state": "running",
+            "state": "completed",
         },
     ),
     413: (

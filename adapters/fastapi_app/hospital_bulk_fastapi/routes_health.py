@@ -30,7 +30,7 @@ async def healthz() -> HealthOut:
 )
 async def readyz(request: Request) -> Response:
     try:
-        await service_of(request.app).processor.store.ping()
+        await service_of(request.app).processor.ping()
     except ApiError as error:
         return _unavailable(str(error.detail))
     except Exception as error:  # whatever the store raises, the answer is "not ready"

@@ -10,12 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from hospital_bulk import Job, JobConflictError, RowOutcome, RowState
+from hospital_bulk import Job, RowOutcome, RowStatus, reimportable_rows
 
 from .convert import job_out, status_out
-from .deps import ProcessorDep, ServiceDep
+from .deps import ProcessorDep
 from .errors import responses
-from .schemas import JobListOut, JobStatusOut, RowStatus
+from .schemas import JobListOut, JobStatusOut
 
 router = APIRouter(tags=["bulk"])
 
@@ -42,7 +42,7 @@ async def status(
 ) -> Response:
     """Poll cheaply: send the last `ETag` back as `If-None-Match` to get a 304 until
     something changes."""
-    job = await processor.store.get_job(batch_id)
+    job = await processor.get_job(batch_id)
     if if_none_match is not None and _matches(if_none_match, etag(job)):
         return Response(status_code=304, headers={"ETag": etag(job), **_STATUS_HEADERS})
     snapshot = await processor.get(batch_id)
@@ -93,12 +93,9 @@ async def cancel(processor: ProcessorDep, batch_id: str) -> Response:
     response_model=JobStatusOut,
     responses=responses(404, 409, 502, 503),
 )
-async def delete(service: ServiceDep, batch_id: str) -> JobStatusOut:
+async def delete(processor: ProcessorDep, batch_id: str) -> JobStatusOut:
     """Every upstream batch of the job is deleted; the job stays readable, `deleted`.
     409 while it runs. Deleting again re-sends the upstream deletes."""
-    processor = service.processor
-    if service.runner.get(batch_id) is not None:
-        raise JobConflictError(batch_id, "running", "delete it while it runs")
     await processor.delete(batch_id)
     return status_out(await processor.get(batch_id))
 
@@ -152,10 +149,10 @@ async def results_csv(
     out = io.StringIO()
     writer = csv.writer(out)
     headers: dict[str, str] = {}
-    if status == "failed":
+    if status is RowStatus.FAILED:
         # Rows that may exist upstream would be created twice by a new upload: a resume
-        # settles them. Only rows never created go into the file.
-        safe = [row for row, _ in chosen if _never_created(row.state, row.attempts)]
+        # settles them. Only rows surely not upstream go into the file.
+        safe = reimportable_rows(row for row, _ in chosen)
         headers["X-Rows-Withheld"] = str(len(chosen) - len(safe))
         writer.writerow(["name", "address", "phone"])
         writer.writerows([r.record.name, r.record.address, r.record.phone or ""] for r in safe)
@@ -182,11 +179,7 @@ def _matches(if_none_match: str, current: str) -> bool:
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
 
 
-def _never_created(state: RowState, attempts: int) -> bool:
-    return state is RowState.FAILED or (state is RowState.PENDING and attempts == 0)
-
-
-def _full_row(row: RowOutcome, status: str) -> list[object]:
+def _full_row(row: RowOutcome, status: RowStatus) -> list[object]:
     return [
         row.row,
         row.line,

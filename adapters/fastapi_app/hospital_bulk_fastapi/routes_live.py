@@ -19,7 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 from starlette.websockets import WebSocketDisconnect
 
-from hospital_bulk import BulkProcessor, Event, Job, JobNotFoundError, JobState, StoreError
+from hospital_bulk import BulkProcessor, Event, Job, JobNotFoundError, StoreError
 
 from .convert import event_message, snapshot_message
 from .deps import ProcessorDep, service_of
@@ -43,10 +43,6 @@ def _watch(
     return aclosing(cast(AsyncGenerator[Event, None], processor.watch(job_id, after)))
 
 
-def _settled(job: Job) -> bool:
-    return not job.state.is_active and job.state is not JobState.PENDING
-
-
 @router.websocket("/ws/progress/{batch_id}")
 async def progress(websocket: WebSocket, batch_id: str) -> None:
     """A snapshot, then every event live, then ``end``; closed with 1000 after it.
@@ -67,7 +63,7 @@ async def progress(websocket: WebSocket, batch_id: str) -> None:
         await _fail(websocket, CLOSE_INVALID, "invalid_request", detail)
         return
     try:
-        job = await processor.store.get_job(batch_id)
+        job = await processor.get_job(batch_id)
     except JobNotFoundError:
         detail = f"no bulk batch with id {batch_id!r}"
         await _fail(websocket, CLOSE_NOT_FOUND, "job_not_found", detail)
@@ -77,7 +73,7 @@ async def progress(websocket: WebSocket, batch_id: str) -> None:
         start = job.last_seq if after is None else after
         if not await _relay(websocket, processor, job.id, start):
             return  # the client left
-        final = await processor.store.get_job(batch_id)
+        final = await processor.get_job(batch_id)
         await websocket.send_text(snapshot_message(final, "end").model_dump_json())
         await websocket.close(1000, "the job has settled")
     except WebSocketDisconnect:
@@ -162,9 +158,9 @@ async def event_cursor(
 ) -> Cursor:
     """Where a stream starts: 404 for an unknown job, 204 when a settled job has nothing
     after the cursor (which tells EventSource to stop reconnecting)."""
-    job = await processor.store.get_job(batch_id)
+    job = await processor.get_job(batch_id)
     given = last_event_id if last_event_id is not None else after
-    if given is not None and _settled(job) and given >= job.last_seq:
+    if given is not None and job.state.is_settled and given >= job.last_seq:
         raise HTTPException(204)
     return Cursor(job, job.last_seq if given is None else given)
 
@@ -191,7 +187,7 @@ async def events(
             async for event in feed:
                 data = event_message(event)
                 yield ServerSentEvent(id=str(event.seq), event=event.type, data=data)
-        job = await processor.store.get_job(cursor.job.id)
+        job = await processor.get_job(cursor.job.id)
     except StoreError as error:
         failure = ErrorMessage(code="store_unavailable", detail=f"the job store failed: {error}")
         yield ServerSentEvent(event="error", data=failure)

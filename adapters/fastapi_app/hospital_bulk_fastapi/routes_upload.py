@@ -8,19 +8,20 @@ way the job runs in the service's task group, not in the request.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import anyio
 from fastapi import APIRouter, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from hospital_bulk import Job, JobConflictError, JobState
+from hospital_bulk import Job, JobConflictError, JobState, Run
 
 from .convert import progress_out, summary_out, validation_out
 from .deps import Preferences, Service, ServiceDep, parse_prefer
 from .errors import responses
 from .limits import read_upload
-from .runs import Run
 from .schemas import AcceptedOut, JobSummaryOut, ValidationOut
 
 router = APIRouter(tags=["bulk"])
@@ -99,8 +100,14 @@ async def upload(
     job = await service.processor.submit(
         content, file_name=file.filename, idempotency_key=idempotency_key
     )
-    run = service.runner.start(job.id) if job.state is JobState.PENDING else None
-    return await _answer(request, service, job, run or service.runner.get(job.id), prefer, mode)
+    run = service.processor.run_of(job.id)
+    if run is None and job.state is JobState.PENDING:
+        try:
+            run = await service.processor.start(job.id, service.jobs)
+        except JobConflictError:
+            # A retry with this Idempotency-Key started it first: answer as it goes.
+            run = service.processor.run_of(job.id)
+    return await _answer(request, service, job, run, prefer, mode)
 
 
 @router.post(
@@ -130,16 +137,10 @@ async def resume(
     prefer: PreferParam = None,
 ) -> Response:
     """Only failed and unknown rows are sent again (unknown ones after listing the batch
-    upstream); batches not yet activated are activated. 409 while the job runs."""
-    job = await service.processor.store.get_job(batch_id)
-    if service.runner.get(job.id) is not None or job.state.is_active:
-        raise JobConflictError(job.id, job.state, "resume it while it runs")
-    if job.state is JobState.PENDING:
-        run = service.runner.start(job.id)  # accepted, never started: run it now
-    elif job.state.is_resumable:
-        run = service.runner.start(job.id, resume=True)
-    else:
-        raise JobConflictError(job.id, job.state, "resume it: nothing is left to do")
+    upstream); batches not yet activated are activated; a job accepted but never
+    started runs now. 409 while the job runs, or when nothing is left to do."""
+    run = await service.processor.start(batch_id, service.jobs)
+    job = await service.processor.get_job(batch_id)
     return await _answer(request, service, job, run, prefer, mode)
 
 
@@ -156,21 +157,21 @@ async def _answer(
     respond_async = preferences.respond_async if mode is None else mode == "async"
     headers = _applied(preferences, respond_async)
     if run is not None and not respond_async:
-        finished = await run.wait(preferences.timeout(service.settings.sync_timeout))
         # A conflict means another process or request moved the job: report its state.
-        if finished and run.error is not None and not isinstance(run.error, JobConflictError):
-            raise run.error
+        with (
+            anyio.move_on_after(preferences.timeout(service.settings.sync_timeout)),
+            suppress(JobConflictError),
+        ):
+            await run.wait()
     snapshot = await service.processor.get(job.id)
-    state = snapshot.job.state
-    settled = not state.is_active and state is not JobState.PENDING
-    if settled and not respond_async and (run is None or run.done.is_set()):
+    if snapshot.job.state.is_settled and not respond_async and (run is None or run.done):
         body = summary_out(snapshot.summary()).model_dump(mode="json")
         return JSONResponse(body, headers=headers)
     root = request.scope.get("root_path", "").rstrip("/")
     job_path = quote(job.id, safe="")
     accepted = AcceptedOut(
         batch_id=job.id,
-        state=state,
+        state=snapshot.job.state,
         progress=progress_out(snapshot.job.progress),
         status_url=f"{root}/bulk/status/{job_path}",
         events_url=f"{root}/hospitals/bulk/{job_path}/events",

@@ -10,9 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hospital_bulk import EventType, JobState, RowState
+from hospital_bulk import EventType, JobState, RowState, RowStatus
 
-RowStatus = Literal["created_and_activated", "created", "failed"]
 _ID = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
 
 

@@ -71,25 +71,28 @@ return first
 """
 
 #: KEYS: job, events, active set, then the job's other keys (rows[, idempotency key])
-#: ARGV: job id, expected rev, core, state, owner, lease_expires, at, event, progress,
-#:       active ("1"/"0"), expiry in ms (0: keep for ever)
-#: Returns the event's sequence number; -1 for an unknown job, -2 when another
+#: ARGV: job id, expected rev, core, state, owner, lease_expires, at, progress,
+#:       active ("1"/"0"), expiry in ms (0: keep for ever), then the events in order
+#: Returns the last event's sequence number; -1 for an unknown job, -2 when another
 #: transition came first (read again and retry).
 TRANSITION = """
 local rev = redis.call('HGET', KEYS[1], 'rev')
 if not rev then return -1 end
 if rev ~= ARGV[2] then return -2 end
-local seq = tonumber(redis.call('HGET', KEYS[1], 'last_seq')) + 1
+local seq = tonumber(redis.call('HGET', KEYS[1], 'last_seq'))
+for i = 11, #ARGV do
+    seq = seq + 1
+    redis.call('XADD', KEYS[2], seq .. '-0', 'at', ARGV[7], 'event', ARGV[i])
+end
 redis.call('HSET', KEYS[1], 'rev', tonumber(rev) + 1, 'core', ARGV[3], 'state', ARGV[4],
-    'owner', ARGV[5], 'lease_expires', ARGV[6], 'last_seq', seq, 'progress', ARGV[9],
+    'owner', ARGV[5], 'lease_expires', ARGV[6], 'last_seq', seq, 'progress', ARGV[8],
     'updated_at', ARGV[7])
-redis.call('XADD', KEYS[2], seq .. '-0', 'at', ARGV[7], 'event', ARGV[8])
-if ARGV[10] == '1' then
+if ARGV[9] == '1' then
     redis.call('SADD', KEYS[3], ARGV[1])
 else
     redis.call('SREM', KEYS[3], ARGV[1])
 end
-local expire = tonumber(ARGV[11])
+local expire = tonumber(ARGV[10])
 local keys = {KEYS[1], KEYS[2], KEYS[4]}
 -- The idempotency key is the job's only while it names the job.
 if KEYS[5] and redis.call('GET', KEYS[5]) == ARGV[1] then keys[4] = KEYS[5] end

@@ -23,12 +23,13 @@ from typing import Any, TypeVar
 import attrs
 
 from hospital_bulk._convert import structure, unstructure
-from hospital_bulk._events import Event, EventDraft
+from hospital_bulk._events import Event, EventDraft, transition_drafts
 from hospital_bulk._jobs import (
     ACTIVE_STATES,
     FINISHED_STATES,
     Job,
     JobState,
+    Progress,
     RowOutcome,
     transition_job,
     utcnow,
@@ -191,7 +192,8 @@ def save(
 def transition(
     job_id: str,
     state: JobState,
-    draft: EventDraft,
+    progress: Progress | None,
+    then: Sequence[EventDraft],
     allowed: frozenset[JobState] | None,
     owner: str | None,
     lease: float | None,
@@ -199,14 +201,21 @@ def transition(
 ) -> Job:
     job = get_job(job_id, conn)
     now = utcnow()
+    drafts = transition_drafts(state, progress or job.progress, then)
     moved = transition_job(job, state, now, allowed=allowed, owner=owner, lease=lease)
-    moved = attrs.evolve(moved, last_seq=job.last_seq + 1, progress=draft.progress)
+    moved = attrs.evolve(moved, last_seq=job.last_seq + len(drafts), progress=drafts[-1].progress)
     conn.execute(
         f"UPDATE jobs SET ({_JOB_SELECT}) = ({_JOB_MARKS}) WHERE id = ?",
         (*_job_params(moved), job_id),
     )
-    event = Event.from_draft(draft, job_id=job_id, seq=moved.last_seq, at=now)
-    conn.execute(_INSERT_EVENT, _event_params(event, draft))
+    events = [
+        Event.from_draft(draft, job_id=job_id, seq=job.last_seq + index, at=now)
+        for index, draft in enumerate(drafts, start=1)
+    ]
+    conn.executemany(
+        _INSERT_EVENT,
+        [_event_params(event, draft) for event, draft in zip(events, drafts, strict=True)],
+    )
     return moved
 
 

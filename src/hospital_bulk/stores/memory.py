@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import anyio
 import attrs
 
-from hospital_bulk._events import Event, EventDraft
+from hospital_bulk._events import Event, EventDraft, transition_drafts
 from hospital_bulk._jobs import Job, JobState, Progress, RowOutcome, transition_job, utcnow
+from hospital_bulk._models import RateLimit
 from hospital_bulk.exceptions import JobNotFoundError, StoreError
 
 #: Most events handed out by one read, so a watcher far behind catches up in steps.
@@ -69,22 +70,17 @@ class MemoryStore:
         self,
         job_id: str,
         state: JobState,
-        event: EventDraft,
+        progress: Progress | None = None,
         *,
+        then: Sequence[EventDraft] = (),
         allowed: frozenset[JobState] | None = None,
         owner: str | None = None,
         lease: float | None = None,
     ) -> Job:
         job = await self.get_job(job_id)
-        self._jobs[job_id] = transition_job(
-            job,
-            state,
-            utcnow(),
-            allowed=allowed,
-            owner=owner,
-            lease=lease,
-        )
-        self._append(job_id, [event])
+        moved = transition_job(job, state, utcnow(), allowed=allowed, owner=owner, lease=lease)
+        self._jobs[job_id] = moved
+        self._append(job_id, transition_drafts(state, progress or job.progress, then))
         return self._job(job_id)
 
     async def renew_lease(self, job_id: str, owner: str, lease: float) -> bool:
@@ -106,6 +102,12 @@ class MemoryStore:
                 await self._signal(job_id).wait()
         # Sequence numbers start at 1 and have no gaps, so seq n sits at index n - 1.
         return events[after : after + READ_LIMIT]
+
+    def rate_gate(
+        self, create_limit: RateLimit | None, other_limit: RateLimit | None, unpaced_pause: float
+    ) -> None:
+        """This store is one process's: each processor paces in its own memory."""
+        return
 
     async def ping(self) -> None:
         return None

@@ -31,12 +31,13 @@ import attrs
 from redis.asyncio import Redis
 
 from hospital_bulk._convert import structure, unstructure
-from hospital_bulk._events import Event, EventDraft
+from hospital_bulk._events import Event, EventDraft, transition_drafts
 from hospital_bulk._jobs import (
     ACTIVE_STATES,
     FINISHED_STATES,
     Job,
     JobState,
+    Progress,
     RowOutcome,
     transition_job,
     utcnow,
@@ -237,8 +238,9 @@ class RedisStore:
         self,
         job_id: str,
         state: JobState,
-        event: EventDraft,
+        progress: Progress | None = None,
         *,
+        then: Sequence[EventDraft] = (),
         allowed: frozenset[JobState] | None = None,
         owner: str | None = None,
         lease: float | None = None,
@@ -249,14 +251,16 @@ class RedisStore:
             if not fields:
                 raise JobNotFoundError(job_id)
             now = utcnow()
-            moved = transition_job(
-                _job(fields), state, now, allowed=allowed, owner=owner, lease=lease
-            )
-            seq = await self._write_transition(moved, fields["rev"], event)
+            job = _job(fields)
+            moved = transition_job(job, state, now, allowed=allowed, owner=owner, lease=lease)
+            drafts = transition_drafts(state, progress or job.progress, then)
+            seq = await self._write_transition(moved, fields["rev"], drafts)
             if seq == _UNKNOWN:
                 raise JobNotFoundError(job_id)
             if seq != _RACED:
-                return attrs.evolve(moved, last_seq=seq, progress=event.progress, updated_at=now)
+                return attrs.evolve(
+                    moved, last_seq=seq, progress=drafts[-1].progress, updated_at=now
+                )
         raise StoreError(f"job {job_id!r} changed {_TRANSITION_ATTEMPTS} times while moving it")
 
     async def renew_lease(self, job_id: str, owner: str, lease: float) -> bool:
@@ -298,7 +302,7 @@ class RedisStore:
 
     # -- internals -------------------------------------------------------------------
 
-    async def _write_transition(self, moved: Job, rev: str, event: EventDraft) -> int:
+    async def _write_transition(self, moved: Job, rev: str, drafts: Sequence[EventDraft]) -> int:
         keys = [
             self._job_key(moved.id),
             self._events_key(moved.id),
@@ -316,10 +320,10 @@ class RedisStore:
             moved.owner or "",
             _stamp(moved.lease_expires),
             moved.updated_at.isoformat(),
-            _json(event),
-            _json(event.progress),
+            _json(drafts[-1].progress),
             int(moved.state.is_active),
             expire,
+            *(_json(draft) for draft in drafts),
         ]
         with store_errors():
             return int(await self._transition(keys=keys, args=args))

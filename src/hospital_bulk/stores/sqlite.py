@@ -35,7 +35,8 @@ import anyio
 import anyio.to_thread
 
 from hospital_bulk._events import Event, EventDraft
-from hospital_bulk._jobs import Job, JobState, RowOutcome
+from hospital_bulk._jobs import Job, JobState, Progress, RowOutcome
+from hospital_bulk._models import RateLimit
 from hospital_bulk.exceptions import HospitalBulkError, StoreError
 
 from . import _sqlite_schema as schema
@@ -179,13 +180,16 @@ class SqliteStore:
         self,
         job_id: str,
         state: JobState,
-        event: EventDraft,
+        progress: Progress | None = None,
         *,
+        then: Sequence[EventDraft] = (),
         allowed: frozenset[JobState] | None = None,
         owner: str | None = None,
         lease: float | None = None,
     ) -> Job:
-        op = functools.partial(schema.transition, job_id, state, event, allowed, owner, lease)
+        op = functools.partial(
+            schema.transition, job_id, state, progress, then, allowed, owner, lease
+        )
         return await self._write(op, wake=job_id)
 
     async def renew_lease(self, job_id: str, owner: str, lease: float) -> bool:
@@ -213,6 +217,12 @@ class SqliteStore:
                     await signal.wait()
         finally:
             self._forget_waiter(job_id)
+
+    def rate_gate(
+        self, create_limit: RateLimit | None, other_limit: RateLimit | None, unpaced_pause: float
+    ) -> None:
+        """This store is one process's: each processor paces in its own memory."""
+        return
 
     async def ping(self) -> None:
         await self._read(schema.ping)

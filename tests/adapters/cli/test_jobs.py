@@ -151,7 +151,8 @@ def test_resume_of_a_completed_job_is_a_conflict(
     result = runner.invoke(app, ["resume", job_id, "--directory", "embedded", "--store", store])
 
     assert 1 == result.exit_code
-    assert f"error: job '{job_id}' is completed: cannot move it to running" == result.stderr.strip()
+    expected = f"error: job '{job_id}' is completed: cannot run it: nothing is left to do"
+    assert expected == result.stderr.strip()
 
 
 def test_delete_removes_the_hospitals_upstream(

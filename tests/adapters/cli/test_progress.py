@@ -18,7 +18,7 @@ def event(
     delay: float | None = None,
 ) -> Event:
     at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    return Event("job", 1, at, kind, progress, state=state, delay=delay)
+    return Event(kind, progress, state=state, delay=delay, job_id="job", seq=1, at=at)
 
 
 def shown(view: ProgressBarView) -> str:

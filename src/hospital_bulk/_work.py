@@ -22,14 +22,12 @@ from uuid import UUID
 
 import anyio
 import attrs
-import stamina
 
-from ._client import DirectoryClient
+from ._calls import StopRequestedError, UpstreamCalls
 from ._events import EventDraft, EventType
 from ._jobs import Job, JobState, Progress, RowOutcome, RowState
 from ._models import Hospital
-from ._pacing import CallKind, Pacer, full_jitter
-from ._settings import RetryPolicy
+from ._pacing import CallKind
 from ._store import JobStore
 from .exceptions import (
     DirectoryError,
@@ -40,10 +38,6 @@ from .exceptions import (
 )
 
 T = TypeVar("T")
-
-
-class StopRequestedError(Exception):
-    """Raised inside a run when it was asked to stop before a call was sent."""
 
 
 class _Tally:
@@ -76,19 +70,17 @@ class _Tally:
         )
 
 
-class JobRun:
-    """The state of one job while this process runs it."""
+class JobWork:
+    """The work of one run of a job in this process: its rows as they stand, and the
+    steps that create, reconcile and activate them."""
 
     def __init__(
         self,
         job: Job,
         rows: Sequence[RowOutcome],
         *,
-        client: DirectoryClient,
+        calls: UpstreamCalls,
         store: JobStore,
-        pacer: Pacer,
-        policy: RetryPolicy,
-        on_throttle: Callable[[float], Awaitable[None]],
         last_activity: float | None = None,
     ) -> None:
         """``last_activity``: seconds since the job's previous run last did anything,
@@ -98,16 +90,14 @@ class JobRun:
         self._batches: dict[UUID, list[int]] = collections.defaultdict(list)
         for row in rows:
             self._batches[row.batch_id].append(row.row)
-        self.client = client
+        self.calls = calls
+        self.client = calls.client
         self.store = store
-        self.pacer = pacer
-        self.policy = policy
-        self.on_throttle = on_throttle
+        self.policy = calls.policy
         self.tally = _Tally(rows)
         self.stop_requested = False
         self._stop = anyio.Event()
         self.lease_lost = False
-        self.throttled = False
         # When each row's last create was sent (monotonic); rows sent by an earlier
         # run count from that run's last activity.
         self._sent_at: dict[int, float] = {}
@@ -125,7 +115,7 @@ class JobRun:
                 await self._create_batch(batch_id)
 
         size = max(len(ids) for ids in self._batches.values())
-        workers = min(len(self.job.batch_ids), -(-self.pacer.concurrency // size) + 1)
+        workers = min(len(self.job.batch_ids), -(-self.calls.pacer.concurrency // size) + 1)
         async with anyio.create_task_group() as group:
             for _ in range(workers):
                 group.start_soon(take_batches)
@@ -150,8 +140,11 @@ class JobRun:
             return JobState.COMPLETED_WITH_ERRORS
         return JobState.FAILED
 
-    async def emit(self, draft_type: EventType, **fields: object) -> None:
-        draft = EventDraft(type=draft_type, progress=self.tally.progress(), **fields)  # type: ignore[arg-type]
+    async def announce_throttle(self, delay: float) -> None:
+        """Tell this job's watchers that a 429 pauses every call (``0``: it is over)."""
+        draft = EventDraft(
+            type=EventType.THROTTLE_CHANGED, progress=self.tally.progress(), delay=delay
+        )
         await self.store.save(self.job.id, (), [draft])
 
     # -- creates ---------------------------------------------------------------------
@@ -160,7 +153,7 @@ class JobRun:
         return [self.rows[number] for number in self._batches[batch_id]]
 
     async def _create_batch(self, batch_id: UUID) -> None:
-        uncertain = any(_may_have_landed(row) for row in self.batch_rows(batch_id))
+        uncertain = any(row.may_have_landed for row in self.batch_rows(batch_id))
         if uncertain and not await self._try_reconcile(batch_id):
             return
         # Failed rows are retried once per run; later rounds resend only what the
@@ -248,7 +241,7 @@ class JobRun:
         unclaimed: dict[tuple[str, str, str | None], list[Hospital]] = collections.defaultdict(list)
         for hospital in sorted(by_id.values(), key=lambda hospital: hospital.id):
             unclaimed[hospital.record().key()].append(hospital)
-        candidates = [r for r in rows if r.hospital_id is None and _may_have_landed(r)]
+        candidates = [r for r in rows if r.hospital_id is None and r.may_have_landed]
         candidates.sort(key=lambda r: r.state is not RowState.UNKNOWN)
         for row in candidates:
             copies = unclaimed.get(row.record.key())
@@ -274,7 +267,7 @@ class JobRun:
         sent = [
             self._sent_at.get(row.row, self._earlier_sends)
             for row in self.batch_rows(batch_id)
-            if _may_have_landed(row)
+            if row.may_have_landed
         ]
         if sent and self.policy.settle > 0:
             wait = max(sent) + self.policy.settle - time.monotonic()
@@ -314,62 +307,9 @@ class JobRun:
     # -- calls -----------------------------------------------------------------------
 
     async def call(
-        self,
-        kind: CallKind,
-        send: Callable[[], Awaitable[T]],
-        *,
-        idempotent: bool = False,
+        self, kind: CallKind, send: Callable[[], Awaitable[T]], *, idempotent: bool = False
     ) -> T:
-        """Send through the pacer, retrying what provably did not land.
-
-        An idempotent call (a listing, a delete) is retried after a maybe-landed
-        failure too; a create or an activation never is.
-        """
-        retry_on: tuple[type[DirectoryError], ...] = (NotSentError, ThrottledError)
-        if idempotent:
-            retry_on = (*retry_on, MaybeLandedError)
-        try:
-            # Most calls succeed at once: only a failure pays for setting up retries.
-            return await self._send_once(kind, send)
-        except retry_on:
-            await anyio.sleep(self._backoff(1))
-        attempt = 1
-
-        def backoff(error: Exception) -> bool | float:
-            nonlocal attempt
-            if not isinstance(error, retry_on):
-                return False
-            attempt += 1
-            return self._backoff(attempt)
-
-        # The first attempt above counts as one.
-        async for retry in stamina.retry_context(
-            on=backoff, attempts=max(1, self.policy.attempts - 1), timeout=self.policy.timeout
-        ):
-            with retry:
-                return await self._send_once(kind, send)
-        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
-
-    def _backoff(self, attempt: int) -> float:
-        policy = self.policy
-        return full_jitter(attempt, initial=policy.backoff_initial, maximum=policy.backoff_max)
-
-    async def _send_once(self, kind: CallKind, send: Callable[[], Awaitable[T]]) -> T:
-        stop = self._stop if kind is CallKind.CREATE else None
-        async with self.pacer.slot(kind, stop):
-            if self.stop_requested and kind is CallKind.CREATE:
-                raise StopRequestedError
-            try:
-                result = await send()
-            except ThrottledError as error:
-                delay = await self.pacer.throttled(kind, error.retry_after)
-                self.throttled = True
-                await self.on_throttle(delay)
-                raise
-        if self.throttled and await self.pacer.paused_for() <= 0:
-            self.throttled = False
-            await self.on_throttle(0.0)
-        return result
+        return await self.calls.call(kind, send, idempotent=idempotent, stop=self._stop)
 
     # -- saving ----------------------------------------------------------------------
 
@@ -425,7 +365,3 @@ class JobRun:
 
 def _batch_full(error: RejectedError) -> bool:
     return error.status == 400 and "exceed" in error.message.lower()
-
-
-def _may_have_landed(row: RowOutcome) -> bool:
-    return row.state is RowState.UNKNOWN or (row.state is RowState.PENDING and row.attempts > 0)
