@@ -13,9 +13,9 @@ import anyio
 import typer
 from rich.markup import escape
 
-from hospital_bulk import DEFAULT_BASE_URL, BulkProcessor
+from hospital_bulk import DEFAULT_BASE_URL, BulkProcessor, reimportable_rows
 
-from .errors import Exit, handles_errors
+from .errors import CliError, Exit, handles_errors
 from .importing import run_job
 from .output import (
     SHOWN_ROWS,
@@ -27,7 +27,7 @@ from .output import (
     stdout,
     to_data,
 )
-from .running import Report, open_processor
+from .running import Report, open_processor, write_failed_rows
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_EMBEDDED_LATENCY,
@@ -89,6 +89,16 @@ def status_command(
     all_rows: Annotated[
         bool, typer.Option("--rows", help="List every row, not only those not activated.")
     ] = False,
+    failed_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--failed-out",
+            metavar="PATH",
+            show_default=False,
+            help="Write the rows surely not created (failed, never sent) to this CSV, to"
+            " fix and import again.",
+        ),
+    ] = None,
     json_lines: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -99,6 +109,14 @@ def status_command(
             await _recovered(processor)
             snapshot = await processor.get(job_id)
         summary = snapshot.summary()
+        if failed_out is not None:
+            rows = reimportable_rows(snapshot.rows)
+            try:
+                write_failed_rows(rows, failed_out)
+            except OSError as error:
+                raise CliError(f"cannot write {failed_out}: {error.strerror or error}") from None
+            if not json_lines:
+                stdout().print(f"{len(rows)} row(s) to import again written to {failed_out}")
         if json_lines:
             print_json({"job": to_data(snapshot.job), "summary": to_data(summary)})
             return

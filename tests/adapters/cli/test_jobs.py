@@ -37,11 +37,12 @@ def pending_job(store: str) -> str:
     """A job submitted (by the library, as the service does) but not started."""
 
     async def submit() -> str:
-        processor = BulkProcessor(store=await open_store(store))
+        opened = await open_store(store)
         try:
+            processor = BulkProcessor(store=opened)
             return (await processor.submit(example_csv(), file_name="queued.csv")).id
         finally:
-            await processor.aclose()
+            await opened.aclose()
 
     return anyio.run(submit)
 
