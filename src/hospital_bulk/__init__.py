@@ -8,7 +8,6 @@ failure, observable as a stream of events.
 from __future__ import annotations
 
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
-from ._csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState, Progress, RowOutcome, RowState
 from ._models import (
@@ -25,6 +24,7 @@ from ._processor import BulkProcessor, JobSnapshot, ProcessingJob
 from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
 from ._summary import JobSummary, RowSummary
+from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
     HospitalBulkError,

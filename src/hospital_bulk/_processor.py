@@ -10,8 +10,6 @@ import anyio
 import attrs
 
 from ._client import DirectoryClient, HttpDirectoryClient
-from ._csv import CsvReader, CsvRow
-from ._csv_text import Source
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
     FINISHED_STATES,
@@ -32,6 +30,7 @@ from ._runner import JobRun
 from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
+from .csv import CsvReader, CsvRow, Source
 from .exceptions import HospitalBulkError, InvalidCsvError, JobConflictError, StoreError
 from .stores.memory import MemoryStore
 
