@@ -2,7 +2,7 @@
 
 For end-to-end tests (a service and a stand-in directory, each its own process)::
 
-    with UvicornServer("hospital_bulk_fastapi.directory:app", env=...) as directory:
+    with UvicornServer("hospital_bulk_standin.app:app", env=...) as directory:
         env = {"HOSPITAL_API_BASE": directory.url}
         with run_uvicorn("hospital_bulk_fastapi.main:app", env=env) as url:
             ...

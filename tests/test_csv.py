@@ -23,11 +23,10 @@ from hospital_bulk import (
     HospitalRecord,
     Severity,
     ValidationReport,
-    _csv_duplicates,
-    _csv_text,
     read_csv,
     validate_csv,
 )
+from hospital_bulk.csv import _duplicates, _text
 
 Code = FindingCode
 Found = tuple[FindingCode, int | None, int | None, str | None]
@@ -59,7 +58,7 @@ def H(name: str, address: str, phone: str | None = None) -> HospitalRecord:  # n
 @pytest.fixture(name="small_chunks")
 def fixture_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bytes arrive 5 at a time, so every line, character and BOM straddles chunks."""
-    monkeypatch.setattr(_csv_text, "CHUNK_BYTES", 5)
+    monkeypatch.setattr(_text, "CHUNK_BYTES", 5)
 
 
 # -- the happy paths -------------------------------------------------------------------
@@ -571,7 +570,7 @@ def test_tiny_chunks_keep_encoding_offsets() -> None:
 
 def test_duplicates_survive_a_growing_table(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a 16-slot table (grown four times here) every duplicate is still found once."""
-    monkeypatch.setattr(_csv_duplicates, "_SLOTS", 16)
+    monkeypatch.setattr(_duplicates, "_SLOTS", 16)
     names = [f"H{i}" for i in range(300)] + ["h5", "H299", "h 1 0 0", "H5"]
     data = "".join(f"{name},A\n" for name in names).encode()
     report, rows = read(data)

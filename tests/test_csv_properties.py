@@ -22,12 +22,12 @@ from hospital_bulk import (
     CsvOptions,
     HospitalRecord,
     ValidationReport,
-    _csv_text,
     read_csv,
     validate_csv,
 )
-from hospital_bulk._csv_header import ALIASES, Layout, is_header
-from hospital_bulk._csv_rows import CONTROL, FindingLog, check_row
+from hospital_bulk.csv import _text
+from hospital_bulk.csv._header import ALIASES, Layout, is_header
+from hospital_bulk.csv._rows import CONTROL, FindingLog, check_row
 
 # Text a name or address may hold: no control characters or line separators
 # (U+FEFF at the very start of a file would be taken for a BOM), trimmed, not empty.
@@ -185,7 +185,7 @@ PIECES = [b",", b";", b"\t", b'"', b"\n", b"\r", b"\r\n", b" ", b"a", b"Z", b"5"
 def test_csv_like_bytes_give_a_report(data: bytes, chunk: int, max_rows: int | None) -> None:
     """CSV-like garbage, read in chunks of any size, never raises either."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_csv_text, "CHUNK_BYTES", chunk)
+        patch.setattr(_text, "CHUNK_BYTES", chunk)
         check_never_raises(data, CsvOptions(max_rows=max_rows, max_field_length=6))
 
 
@@ -194,5 +194,5 @@ def test_chunk_size_does_not_matter(data: bytes) -> None:
     """Reading 3 bytes at a time gives the same report and rows as reading all at once."""
     whole = read_csv(data)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_csv_text, "CHUNK_BYTES", 3)
+        patch.setattr(_text, "CHUNK_BYTES", 3)
         assert whole == read_csv(data)

@@ -28,7 +28,7 @@ from hospital_bulk import (
     ThrottledError,
 )
 from hospital_bulk.testing import FakeDirectory, Fault
-from hospital_bulk_fastapi.directory import create_directory_app
+from hospital_bulk_standin import create_directory_app
 
 from .servers import serve_in_thread
 

@@ -8,7 +8,6 @@ failure, observable as a stream of events.
 from __future__ import annotations
 
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
-from ._csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState, Progress, RowOutcome, RowState
 from ._models import (
@@ -28,6 +27,7 @@ from ._run import Run
 from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
 from ._summary import JobSummary, RowStatus, RowSummary, reimportable_rows
+from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
     HospitalBulkError,

@@ -13,8 +13,6 @@ from anyio.abc import TaskGroup
 
 from ._calls import UpstreamCalls
 from ._client import DirectoryClient, HttpDirectoryClient
-from ._csv import CsvReader, CsvRow
-from ._csv_text import Source
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
     TRANSITIONS,
@@ -35,6 +33,7 @@ from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
+from .csv import CsvReader, CsvRow, Source
 from .exceptions import InvalidCsvError, JobConflictError, StoreError
 from .stores.memory import MemoryStore
 

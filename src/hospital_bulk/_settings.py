@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from ._csv import CsvOptions
 from ._models import UPSTREAM_LIMITS, RateLimit
+from .csv import CsvOptions
 
 
 @attrs.frozen

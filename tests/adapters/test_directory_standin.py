@@ -29,7 +29,7 @@ from hospital_bulk import (
     ThrottledError,
 )
 from hospital_bulk.testing import FakeDirectory, Fault
-from hospital_bulk_fastapi.directory import (
+from hospital_bulk_standin import (
     create_directory_app,
     directory_app_from_env,
     parse_rate_limit,
@@ -38,7 +38,7 @@ from tests.servers import UvicornServer
 
 pytestmark = pytest.mark.anyio
 
-APP = "hospital_bulk_fastapi.directory:app"
+APP = "hospital_bulk_standin.app:app"
 RECORD = HospitalRecord("General Hospital", "1 Main Street", "555-0100")
 # Every setting spelled out, so that the developer's own environment cannot leak in.
 DEFAULTS = {

@@ -129,7 +129,7 @@ async def _check_store(url: str) -> None:
 
 
 def _rate_limit(text: str) -> RateLimit | None:
-    from hospital_bulk_fastapi.directory import parse_rate_limit
+    from hospital_bulk_standin import parse_rate_limit
 
     try:
         return parse_rate_limit(text)
@@ -192,7 +192,7 @@ def directory_command(
     require_web_stack()
     import uvicorn
 
-    from hospital_bulk_fastapi.directory import create_directory_app
+    from hospital_bulk_standin import create_directory_app
 
     app = create_directory_app(
         latency=latency,

@@ -22,7 +22,7 @@ from tests.servers import UvicornServer
 
 #: The console script, as installed beside this interpreter.
 SCRIPT = Path(sys.executable).with_name("hospital-bulk")
-STANDIN = "hospital_bulk_fastapi.directory:app"
+STANDIN = "hospital_bulk_standin.app:app"
 #: The stand-in with no latency and no rate limit: nothing to wait for.
 QUICK_STANDIN = {
     "HOSPITAL_DIRECTORY_LATENCY": "0",

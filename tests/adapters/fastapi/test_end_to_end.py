@@ -19,7 +19,7 @@ from tests.servers import UvicornServer
 
 pytestmark = pytest.mark.anyio
 
-DIRECTORY_APP = "hospital_bulk_fastapi.directory:app"
+DIRECTORY_APP = "hospital_bulk_standin.app:app"
 SERVICE_APP = "hospital_bulk_fastapi.main:app"
 #: The stand-in without rate limits: faults are injected, not provoked.
 DIRECTORY_ENV = {

@@ -10,9 +10,9 @@ the id counter, latency, rate limits) and adds what only a real server has:
 - admin endpoints under ``/_standin/``, a prefix the upstream never serves, to
   inject faults, read stats and reset the directory over HTTP.
 
-Run it with ``uvicorn hospital_bulk_fastapi.directory:app --port 9000``: the
-module-level ``app`` reads its settings from ``HOSPITAL_DIRECTORY_*`` variables
-(:func:`directory_app_from_env`). ``docs/standin.md`` has the whole story.
+The package re-exports what is public here; :mod:`hospital_bulk_standin.app` builds
+the app that ``uvicorn hospital_bulk_standin.app:app`` serves. ``docs/standin.md``
+has the whole story.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ __all__ = [
     "ENV_LATENCY",
     "ENV_OTHER_LIMIT",
     "DirectoryApp",
-    "app",
     "create_directory_app",
     "directory_app_from_env",
     "parse_rate_limit",
@@ -324,7 +323,3 @@ async def _reset(request: Request) -> Response:
 
 def _invalid(message: str) -> Response:
     return JSONResponse({"detail": message}, status_code=422)
-
-
-#: The stand-in as ``uvicorn hospital_bulk_fastapi.directory:app`` serves it.
-app = directory_app_from_env()

@@ -2,14 +2,14 @@
 
 The rules users see are in ``docs/csv.md``. How the pass is built:
 
-- ``_csv_text`` turns bytes into physical lines, so ``csv.reader.line_num`` gives
+- ``_text`` turns bytes into physical lines, so ``csv.reader.line_num`` gives
   the line where each row ends; the line where a row starts follows from it.
-- ``_csv_header`` recognises the header and says where each column is.
-- ``_csv_rows.check_row`` decides whether a row is valid and says why not. Before it,
+- ``_header`` recognises the header and says where each column is.
+- ``_rows.check_row`` decides whether a row is valid and says why not. Before it,
   a cheap test on the whole row accepts the common clean row (trimmed, printable,
   short, a plain phone) without a call per cell; anything else goes to ``check_row``.
   Both give the same verdict and the same values for the rows the cheap test accepts.
-- ``_csv_duplicates`` finds repeated hospitals from a 64-bit hash per row, without
+- ``_duplicates`` finds repeated hospitals from a 64-bit hash per row, without
   keeping the rows' text.
 """
 
@@ -23,11 +23,12 @@ from itertools import chain
 import attrs
 from attrs.validators import ge, instance_of, optional
 
-from ._csv_duplicates import NO_KEY, DuplicateFinder, duplicate_key
-from ._csv_header import Layout, header_layout, headerless_layout, is_header
-from ._csv_rows import FindingLog, check_row
-from ._csv_text import Source, TextLines, sniff_delimiter
-from ._models import Finding, FindingCode, HospitalRecord, Severity, ValidationReport
+from hospital_bulk._models import Finding, FindingCode, HospitalRecord, Severity, ValidationReport
+
+from ._duplicates import NO_KEY, DuplicateFinder, duplicate_key
+from ._header import Layout, header_layout, headerless_layout, is_header
+from ._rows import FindingLog, check_row
+from ._text import Source, TextLines, sniff_delimiter
 
 __all__ = ["CsvOptions", "CsvReader", "CsvRow", "read_csv", "validate_csv"]
 

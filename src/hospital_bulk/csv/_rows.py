@@ -1,6 +1,6 @@
 """The full check of one data row: what decides whether a row is valid.
 
-The reader first tries a cheaper test (in ``_csv``) that only accepts rows this
+The reader first tries a cheaper test (in ``_reader``) that only accepts rows this
 check accepts too, with the same values; every other row is decided here.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ._csv_header import Layout
-from ._csv_text import MAX_LINE_CHARS, OVERLONG_LINE
-from ._models import Finding, FindingCode, Severity
+from hospital_bulk._models import Finding, FindingCode, Severity
+
+from ._header import Layout
+from ._text import MAX_LINE_CHARS, OVERLONG_LINE
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

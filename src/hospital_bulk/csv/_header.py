@@ -6,7 +6,7 @@ import re
 
 import attrs
 
-from ._models import Finding, FindingCode, Severity
+from hospital_bulk._models import Finding, FindingCode, Severity
 
 REQUIRED = ("name", "address")
 COLUMNS = ("name", "address", "phone")
