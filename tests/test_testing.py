@@ -1,8 +1,8 @@
 """FakeDirectory itself: fault rules, the upstream's quirks, limits, stats and its HTTP face.
 
-What every DirectoryClient must do is in test_directory_contract.py; here is what
-only the fake has (inject, stats, capacity, an injectable clock) and the HTTP
-details the client never asks for.
+What every DirectoryClient must do is in hospital_bulk.testing.directory_contract (run
+by test_directory_contract.py); here is what only the fake has (inject, stats,
+capacity, an injectable clock) and the HTTP details the client never asks for.
 """
 
 # The house style is `assert expected == actual`, which ruff's SIM300 calls yoda.

@@ -33,10 +33,10 @@ from hospital_bulk._pacing import window_margin
 from hospital_bulk.stores import open_store
 from hospital_bulk.stores.redis import RedisStore
 from hospital_bulk.testing import FakeDirectory
+from hospital_bulk.testing.store_contract import accepted, make_job
 from tests.helpers import UNPACED, csv_bytes, records, upstream_copies
 
 from .redis_server import ScratchRedisStore, redis_url, scratch_store
-from .test_store_contract import accepted, make_job
 
 pytestmark = pytest.mark.anyio
 

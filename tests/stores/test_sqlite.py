@@ -29,9 +29,8 @@ from hospital_bulk.stores import _sqlite_schema, default_store_url, open_store
 from hospital_bulk.stores import sqlite as sqlite_module
 from hospital_bulk.stores.sqlite import SqliteStore, path_from_url
 from hospital_bulk.testing import FakeDirectory
+from hospital_bulk.testing.store_contract import accepted, make_job
 from tests.helpers import UNPACED, csv_bytes, records
-
-from .test_store_contract import accepted, make_job
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Fakes for testing code that talks to a Hospital Directory.
+"""FakeDirectory: an in-memory Hospital Directory with fault injection, and two faces.
 
 :class:`FakeDirectory` is an in-memory directory with the upstream's semantics
 (``UPSTREAM.md``): the batch cap checked before the slow part of a create, one
@@ -21,9 +21,18 @@ from uuid import UUID
 
 import httpx
 
-from ._client import reason_from_json
-from ._convert import unstructure
-from ._fake_core import (
+from hospital_bulk._client import reason_from_json
+from hospital_bulk._convert import unstructure
+from hospital_bulk._models import Hospital, HospitalRecord
+from hospital_bulk.exceptions import (
+    DirectoryError,
+    MaybeLandedError,
+    NotSentError,
+    RejectedError,
+    ThrottledError,
+)
+
+from ._core import (
     ONE_CLIENT,
     OPERATIONS,
     UNPARSABLE,
@@ -34,14 +43,6 @@ from ._fake_core import (
     Lost,
     NotSent,
     Operation,
-)
-from ._models import Hospital, HospitalRecord
-from .exceptions import (
-    DirectoryError,
-    MaybeLandedError,
-    NotSentError,
-    RejectedError,
-    ThrottledError,
 )
 
 __all__ = ["OPERATIONS", "DirectoryStats", "FakeDirectory", "Fault", "Operation"]

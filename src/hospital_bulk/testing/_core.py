@@ -2,7 +2,7 @@
 
 :class:`DirectoryCore` holds the state and runs every operation as the upstream
 does, signalling its answers with :class:`Answer`, :class:`NotSent` and
-:class:`Lost`; ``hospital_bulk.testing`` turns those into our exceptions (the
+:class:`Lost`; :class:`~hospital_bulk.testing.FakeDirectory` turns those into our exceptions (the
 client face) or into HTTP responses (the HTTP face).
 """
 
@@ -21,7 +21,7 @@ from uuid import UUID
 import anyio
 import attrs
 
-from ._models import Hospital, RateLimit
+from hospital_bulk._models import Hospital, RateLimit
 
 Operation = Literal[
     "create",
