@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
+from ._exports import reimport_csv, results_csv
 from ._jobs import Job, JobState, Progress, RowOutcome, RowState
 from ._models import (
     UPSTREAM_LIMITS,
@@ -26,7 +27,7 @@ from ._processor import BulkProcessor, JobSnapshot
 from ._run import Run
 from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
-from ._summary import JobSummary, RowStatus, RowSummary, reimportable_rows
+from ._summary import JobSummary, RowStatus, RowSummary, reimportable_rows, row_status
 from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
@@ -91,6 +92,9 @@ __all__ = [
     "UpstreamLimits",
     "ValidationReport",
     "read_csv",
+    "reimport_csv",
     "reimportable_rows",
+    "results_csv",
+    "row_status",
     "validate_csv",
 ]

@@ -70,14 +70,20 @@ def reimportable_rows(rows: Iterable[RowOutcome]) -> list[RowOutcome]:
     return [row for row in rows if row.state is RowState.FAILED or row.never_sent]
 
 
-def _row_summary(row: RowOutcome) -> RowSummary:
+def row_status(row: RowOutcome) -> RowStatus:
+    """The row's outcome in the original service's words."""
     if row.state is RowState.ACTIVATED:
-        status, error, code = RowStatus.CREATED_AND_ACTIVATED, None, None
-    elif row.state is RowState.CREATED:
-        status = RowStatus.CREATED
-        error, code = row.error, row.error_code
-    else:
-        status, error, code = RowStatus.FAILED, row.error, row.error_code
+        return RowStatus.CREATED_AND_ACTIVATED
+    if row.state is RowState.CREATED:
+        return RowStatus.CREATED
+    return RowStatus.FAILED
+
+
+def _row_summary(row: RowOutcome) -> RowSummary:
+    status, error, code = row_status(row), row.error, row.error_code
+    if status is RowStatus.CREATED_AND_ACTIVATED:
+        error, code = None, None
+    elif status is RowStatus.FAILED:
         if row.may_have_landed:
             code = code or "unknown"
             error = error or "the create may have landed upstream; resume to reconcile"

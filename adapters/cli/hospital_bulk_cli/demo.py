@@ -26,19 +26,15 @@ from hospital_bulk.stores import default_store_url
 from .errors import CliError, Exit, handles_errors
 from .output import stdout
 from .progress import ProgressBarView
-from .running import Report, drive, open_processor
-from .servers import require_web_stack, service_settings
-from .settings import (
-    EMBEDDED,
-    ENV_STORE,
-    ConcurrencyOption,
-    EmbeddedLatencyOption,
-    Upstream,
-)
+from .running import conclude, drive, open_processor
+from .servers import require_web_stack
+from .settings import EMBEDDED, ConcurrencyOption, EmbeddedLatencyOption, load_settings
 
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
+
+    from hospital_bulk_fastapi import ServiceSettings
 
 EXAMPLE = "hospitals.csv"
 #: Seconds the service may take to start (it opens the store and recovers old jobs).
@@ -80,7 +76,7 @@ def demo_command(
             "--store",
             metavar="URL",
             show_default=demo_store_url().replace(str(Path.home()), "~", 1),
-            help=f"Job store of the demo (not ${ENV_STORE}: demo jobs stay apart).",
+            help="Job store of the demo (not $HOSPITAL_BULK_STORE: demo jobs stay apart).",
         ),
     ] = None,
 ) -> None:
@@ -90,18 +86,24 @@ def demo_command(
     Finishes by itself in a few seconds, unless `--keep-serving`.
     """
     require_web_stack()
-    upstream = Upstream(EMBEDDED, embedded_latency, concurrency=concurrency)
-    url = store or demo_store_url()
-    code = anyio.run(_demo, upstream, url, host, port, keep_serving)
-    raise typer.Exit(code)
+    settings = load_settings(
+        {
+            "api_base": EMBEDDED,
+            "embedded_latency": embedded_latency,
+            "concurrency": concurrency,
+            "store": store or demo_store_url(),
+        }
+    )
+    raise typer.Exit(anyio.run(_demo, settings, host, port, keep_serving))
 
 
-async def _demo(upstream: Upstream, store: str, host: str, port: int, keep: bool) -> Exit:
+async def _demo(settings: ServiceSettings, host: str, port: int, keep: bool) -> Exit:
     from hospital_bulk_fastapi import create_app
 
     console = stdout()
-    async with open_processor(store, upstream) as processor:
-        app = create_app(service_settings(upstream, store), processor=processor)
+    store = settings.store
+    async with open_processor(settings) as processor:
+        app = create_app(settings, processor=processor)
         with _listening(host, port) as listener:
             server = _server(app)
             base = f"http://{_url_host(host)}:{listener.getsockname()[1]}"
@@ -110,10 +112,10 @@ async def _demo(upstream: Upstream, store: str, host: str, port: int, keep: bool
                 await _started(server)
                 console.print(
                     f"[bold]Hospital Bulk Processor demo[/] — the service runs at {base}"
-                    f" on the embedded directory ({upstream.embedded_latency:g} s per create),"
+                    f" on the embedded directory ({settings.embedded_latency:g} s per create),"
                     f" jobs in {escape(store)}"
                 )
-                code, job_id = await _import_example(processor, upstream, store)
+                code, job_id = await _import_example(processor, settings)
                 # After a Ctrl-C during the import, the user wants out: no serving on.
                 keep = keep and code is not Exit.INTERRUPTED
                 _where_next(base, store, job_id, serving=keep)
@@ -126,18 +128,16 @@ async def _demo(upstream: Upstream, store: str, host: str, port: int, keep: bool
     return code
 
 
-async def _import_example(
-    processor: BulkProcessor, upstream: Upstream, store: str
-) -> tuple[Exit, str]:
+async def _import_example(processor: BulkProcessor, settings: ServiceSettings) -> tuple[Exit, str]:
     console = stdout()
     job = await processor.submit(example_csv(), file_name=EXAMPLE)
     console.print(
         f"Importing the bundled {EXAMPLE}: [bold]{job.total_rows}[/] hospitals in"
         f" {len(job.batch_ids)} upstream batches, job [bold]{job.id}[/]"
     )
-    view = ProgressBarView(job.total_rows, upstream.create_limit, console)
+    view = ProgressBarView(job.total_rows, processor.settings.create_limit, console)
     outcome = await drive(processor, job.id, view=view)
-    code = Report(store, upstream).finish(outcome, json_lines=False, console=console)
+    code = conclude(outcome, settings, failed_out=None, json_lines=False, console=console)
     return code, job.id
 
 

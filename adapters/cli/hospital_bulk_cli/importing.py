@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hospital_bulk import DEFAULT_BASE_URL, BulkProcessor, InvalidCsvError, Job, JobState
+from hospital_bulk import BulkProcessor, InvalidCsvError, Job, JobState
 
 from .errors import CliError, Exit, handles_errors
 from .output import findings_table, print_json, print_report, report_data, stdout
 from .progress import JobView, JsonLinesView, ProgressBarView
-from .running import Report, default_failed_path, drive, open_processor
-from .settings import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_EMBEDDED_LATENCY,
-    DEFAULT_MAX_ROWS,
-    DEFAULT_RATE_LIMIT,
-    DEFAULT_RATE_WINDOW,
-    ApiOption,
-    ConcurrencyOption,
-    EmbeddedLatencyOption,
-    JsonLinesOption,
-    MaxRowsOption,
-    RateLimitOption,
-    RateWindowOption,
-    StoreOption,
-    Upstream,
-    store_url,
-)
+from .running import conclude, default_failed_path, drive, open_processor
+from .settings import RUNNING, JsonLinesOption, describe, with_settings
 from .validate import FileArgument, readable_file
+
+if TYPE_CHECKING:
+    from hospital_bulk_fastapi import ServiceSettings
 
 FailedOutOption = Annotated[
     Path | None,
@@ -47,17 +34,12 @@ FailedOutOption = Annotated[
 
 
 @handles_errors
+@with_settings(*RUNNING, "max_rows")
 def import_command(
     file: FileArgument,
+    settings: ServiceSettings,
     failed_out: FailedOutOption = None,
     json_lines: JsonLinesOption = False,
-    api: ApiOption = DEFAULT_BASE_URL,
-    embedded_latency: EmbeddedLatencyOption = DEFAULT_EMBEDDED_LATENCY,
-    rate_limit: RateLimitOption = DEFAULT_RATE_LIMIT,
-    rate_window: RateWindowOption = DEFAULT_RATE_WINDOW,
-    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
-    max_rows: MaxRowsOption = DEFAULT_MAX_ROWS,
-    store: StoreOption = None,
 ) -> None:
     """Create and activate every hospital of FILE, exactly once.
 
@@ -69,15 +51,15 @@ def import_command(
     created; 130 stopped by Ctrl-C (resumable).
     """
     path = readable_file(file)
-    upstream = Upstream(api, embedded_latency, rate_limit, rate_window, concurrency, max_rows)
-    report = Report(store_url(store), upstream, failed_out or default_failed_path(path))
-    code = anyio.run(import_file, path, report, json_lines)
-    raise typer.Exit(code)
+    failed_out = failed_out or default_failed_path(path)
+    raise typer.Exit(anyio.run(import_file, path, settings, failed_out, json_lines))
 
 
-async def import_file(path: Path, report: Report, json_lines: bool) -> Exit:
+async def import_file(
+    path: Path, settings: ServiceSettings, failed_out: Path, json_lines: bool
+) -> Exit:
     console = stdout()
-    async with open_processor(report.store_url, report.upstream) as processor:
+    async with open_processor(settings) as processor:
         try:
             # Read once to show every finding (submit keeps only the verdict), then submit.
             validation = await processor.validate(path)
@@ -95,30 +77,34 @@ async def import_file(path: Path, report: Report, json_lines: bool) -> Exit:
             return Exit.ERROR
         if validation.warnings and not json_lines:
             console.print(findings_table("Warnings", validation.warnings, "yellow"))
-        return await run_job(processor, job, report, json_lines, console)
+        return await run_job(processor, job, settings, failed_out, json_lines, console)
 
 
 async def run_job(
     processor: BulkProcessor,
     job: Job,
-    report: Report,
+    settings: ServiceSettings,
+    failed_out: Path | None,
     json_lines: bool,
     console: Console,
 ) -> Exit:
-    """Drive ``job`` with a view of it, then report how it ended."""
+    """Run ``job`` with a view of it, then report how it ended."""
     view: JobView
     if json_lines:
         view = JsonLinesView()
     else:
-        _print_header(job, report, console)
-        view = ProgressBarView(job.total_rows, report.upstream.create_limit, console)
+        _print_header(job, settings, console)
+        limit = processor.settings.create_limit
+        view = ProgressBarView(job.total_rows, limit, console)
     outcome = await drive(processor, job.id, view=view)
-    return report.finish(outcome, json_lines=json_lines, console=console)
+    return conclude(
+        outcome, settings, failed_out=failed_out, json_lines=json_lines, console=console
+    )
 
 
-def _print_header(job: Job, report: Report, console: Console) -> None:
+def _print_header(job: Job, settings: ServiceSettings, console: Console) -> None:
     name = escape(job.file_name or "the file")
-    target = escape(report.upstream.describe())
+    target = escape(describe(settings))
     if job.state is not JobState.PENDING:
         console.print(
             f"Resuming job [bold]{job.id}[/] ({name}): {job.progress.created} of"
@@ -130,4 +116,4 @@ def _print_header(job: Job, report: Report, console: Console) -> None:
         f"Importing {name}: [bold]{job.total_rows}[/] hospitals in {batches}"
         f" upstream batch{'es' if batches > 1 else ''} → {target}"
     )
-    console.print(f"Job [bold]{job.id}[/] in {escape(report.store_url)}", soft_wrap=True)
+    console.print(f"Job [bold]{job.id}[/] in {escape(settings.store)}", soft_wrap=True)

@@ -5,12 +5,11 @@ Shared by ``import``, ``resume`` and ``demo``.
 
 from __future__ import annotations
 
-import csv
-import shlex
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -22,56 +21,45 @@ from hospital_bulk import (
     HospitalBulkError,
     JobSnapshot,
     JobState,
-    JobStore,
-    ProcessorSettings,
     RowOutcome,
     RowStatus,
     Run,
+    reimport_csv,
     reimportable_rows,
 )
-from hospital_bulk.stores import open_store
 
 from .errors import CliError, Exit
 from .output import SHOWN_ROWS, print_json, problem_rows, rows_table, summary_table, to_data
 from .progress import JobView
-from .settings import Upstream
+from .settings import command_line
+
+if TYPE_CHECKING:
+    from hospital_bulk_fastapi import ServiceSettings
 
 #: Signals that stop a run cleanly: the first cancels, the second stops at once.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @asynccontextmanager
-async def open_processor(
-    store_url: str, upstream: Upstream | None = None
-) -> AsyncIterator[BulkProcessor]:
-    """A processor on the store at ``store_url``, closed on the way out.
+async def open_processor(settings: ServiceSettings) -> AsyncIterator[BulkProcessor]:
+    """The processor the settings describe (the service's own mapping), closed on the
+    way out even when Ctrl-C cancelled the command."""
+    from hospital_bulk_fastapi.settings import open_processor as open_for_settings
 
-    Without ``upstream`` the command only reads or cancels jobs: no call reaches a directory.
-    """
+    # A progress bar wants to hear about a quiet job sooner than a server does.
+    engine = attrs.evolve(settings.processor_settings(), watch_poll=0.25)
     async with AsyncExitStack() as stack:
-        client = upstream.client() if upstream is not None else None
-        if client is not None:
-            stack.push_async_callback(client.aclose)
-        store = await _open_store(store_url)
-        stack.push_async_callback(store.aclose)
-        settings = upstream.processor_settings() if upstream is not None else ProcessorSettings()
-        processor = BulkProcessor(client, store, settings)
-        stack.push_async_callback(processor.aclose)
+        try:
+            processor = await open_for_settings(settings, stack, engine)
+        except ValueError as error:
+            raise CliError(f"--store: {error}") from None
+        except (ImportError, OSError) as error:
+            raise CliError(f"cannot open the store {settings.store!r}: {error}") from None
         try:
             yield processor
         finally:
-            # Closing must finish even when Ctrl-C cancelled the command.
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
-
-
-async def _open_store(url: str) -> JobStore:
-    try:
-        return await open_store(url)
-    except ValueError as error:
-        raise CliError(f"--store: {error}") from None
-    except (ImportError, OSError) as error:
-        raise CliError(f"cannot open the store {url!r}: {error}") from None
 
 
 @attrs.define
@@ -120,103 +108,75 @@ async def drive(processor: BulkProcessor, job_id: str, *, view: JobView) -> Outc
     return Outcome(await processor.get(job_id), interrupted=stops > 0)
 
 
-# -- after the run ----------------------------------------------------------------------
-
-
 def write_failed_rows(rows: Sequence[RowOutcome], path: Path) -> None:
-    """An importable file: the three columns, then why each row was not created (ignored
-    on import)."""
+    """An importable file of ``rows``, with why each is there (ignored on import)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["name", "address", "phone", "row", "error_code", "error"])
-        for row in rows:
-            record = row.record
-            writer.writerow(
-                [
-                    record.name,
-                    record.address,
-                    record.phone or "",
-                    row.row,
-                    row.error_code or "",
-                    row.error or "",
-                ]
-            )
+    path.write_text(reimport_csv(rows), encoding="utf-8", newline="")
 
 
 def default_failed_path(source: Path) -> Path:
     return source.with_name(f"{source.stem}.failed.csv")
 
 
-def resume_command(job_id: str, store_url: str, upstream: Upstream) -> str:
-    return shlex.join(["hospital-bulk", "resume", job_id, "--store", store_url, *upstream.flags()])
-
-
-@attrs.define
-class Report:
-    """Where the leftovers of a run go, and how to continue."""
-
-    store_url: str
-    upstream: Upstream
-    failed_out: Path | None = None
-
-    def finish(self, outcome: Outcome, *, json_lines: bool, console: Console) -> Exit:
-        """Write the failed rows, then print the summary and the next step."""
-        snapshot = outcome.snapshot
-        job = snapshot.job
-        summary = snapshot.summary()
-        code = outcome.exit_code
-        failed = reimportable_rows(snapshot.rows) if code is not Exit.INTERRUPTED else []
-        written = None
-        if failed and self.failed_out is not None:
-            try:
-                write_failed_rows(failed, self.failed_out)
-            except OSError as error:
-                console.print(f"[red]cannot write the failed rows:[/] {escape(str(error))}")
-            else:
-                written = self.failed_out
-        resumable = job.state.is_resumable
-        resume = resume_command(job.id, self.store_url, self.upstream) if resumable else None
-        if json_lines:
-            print_json(
-                {
-                    "type": "cli.summary",
-                    "exit_code": int(code),
-                    "failed_rows_file": None if written is None else str(written),
-                    "resume_command": resume,
-                    "summary": to_data(summary),
-                }
-            )
-            return code
-        console.print(summary_table(snapshot))
-        problems = problem_rows(summary)
-        if problems and code is not Exit.INTERRUPTED:
-            console.print(rows_table(problems, title="Rows not activated", limit=SHOWN_ROWS))
-            waiting = sum(1 for row in problems if row.status is RowStatus.CREATED)
-            if waiting:
-                console.print(
-                    f"[yellow]{waiting} hospital(s) created but not activated:[/] a batch is"
-                    " activated once all its rows exist, and theirs has rows missing."
-                )
-        if written is not None:
-            console.print(
-                f"[red]{len(failed)} failed row(s)[/] written to [bold]{escape(str(written))}[/]:"
-                f" fix them and import that file: hospital-bulk import {shlex.quote(str(written))}",
-                soft_wrap=True,
-            )
-        if code is Exit.INTERRUPTED:
-            console.print(f"[yellow]Stopped: job {job.id} is {job.state} and can be resumed.[/]")
-            if self.upstream.embedded:
-                console.print(
-                    "[yellow]The embedded directory ended with this process: a resume"
-                    " starts from an empty one.[/]"
-                )
-        if resume is not None:
-            if code is Exit.INTERRUPTED:
-                lead = "Resume with"
-            elif written is not None:
-                lead = "Or retry them in this job instead"
-            else:
-                lead = "Retry what is missing with"
-            console.print(f"{lead}: [bold]{escape(resume)}[/]", soft_wrap=True)
+def conclude(
+    outcome: Outcome,
+    settings: ServiceSettings,
+    *,
+    failed_out: Path | None,
+    json_lines: bool,
+    console: Console,
+) -> Exit:
+    """After a run: write the rows to import again, print the summary and the next step."""
+    snapshot, code = outcome.snapshot, outcome.exit_code
+    job, summary = snapshot.job, snapshot.summary()
+    failed = reimportable_rows(snapshot.rows) if code is not Exit.INTERRUPTED else []
+    written = None
+    if failed and failed_out is not None:
+        try:
+            write_failed_rows(failed, failed_out)
+            written = failed_out
+        except OSError as error:
+            console.print(f"[red]cannot write the failed rows:[/] {escape(str(error))}")
+    resume = command_line("resume", job.id, settings=settings) if job.state.is_resumable else None
+    if json_lines:
+        print_json(
+            {
+                "type": "cli.summary",
+                "exit_code": int(code),
+                "failed_rows_file": None if written is None else str(written),
+                "resume_command": resume,
+                "summary": to_data(summary),
+            }
+        )
         return code
+    console.print(summary_table(snapshot))
+    problems = problem_rows(summary)
+    if problems and code is not Exit.INTERRUPTED:
+        console.print(rows_table(problems, title="Rows not activated", limit=SHOWN_ROWS))
+        if waiting := sum(1 for row in problems if row.status is RowStatus.CREATED):
+            console.print(
+                f"[yellow]{waiting} hospital(s) created but not activated:[/] a batch is"
+                " activated once all its rows exist, and theirs has rows missing."
+            )
+    if written is not None:
+        again = command_line("import", str(written), settings=settings)
+        console.print(
+            f"[red]{len(failed)} failed row(s)[/] written to [bold]{escape(str(written))}[/]:"
+            f" fix them and import that file: {escape(again)}",
+            soft_wrap=True,
+        )
+    if code is Exit.INTERRUPTED:
+        console.print(f"[yellow]Stopped: job {job.id} is {job.state} and can be resumed.[/]")
+        if settings.embedded:
+            console.print(
+                "[yellow]The embedded directory ended with this process: a resume"
+                " starts from an empty one.[/]"
+            )
+    if resume is not None:
+        lead = "Retry what is missing with"
+        if code is Exit.INTERRUPTED:
+            lead = "Resume with"
+        elif written is not None:
+            lead = "Or retry them in this job instead"
+        console.print(f"{lead}: [bold]{escape(resume)}[/]", soft_wrap=True)
+    return code

@@ -1,54 +1,34 @@
-"""Settings of the command line: a flag wins over its environment variable, which
-wins over the default.
+"""Settings of the command line: the service's own :class:`ServiceSettings`, so that one
+environment configures both and one mapping turns them into a processor.
 
-Typer reads the flag and the variable (``envvar=``); this module names the
-variables, holds the defaults and turns the resolved values into library objects.
-The variable names are the service's, so one environment configures both.
+A flag wins over its environment variable, which wins over the default: the flags
+given are passed to ``ServiceSettings``, which reads the environment for the rest.
+:func:`with_settings` adds the same options to every command that needs them.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import inspect
+import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
-import attrs
 import typer
 
-from hospital_bulk import (
-    DEFAULT_BASE_URL,
-    CsvOptions,
-    DirectoryClient,
-    HttpDirectoryClient,
-    ProcessorSettings,
-    RateLimit,
-)
 from hospital_bulk.stores import default_store_url
 
 from .errors import CliError
 
-ENV_API = "HOSPITAL_API_BASE"
-ENV_STORE = "HOSPITAL_BULK_STORE"
-ENV_RATE_LIMIT = "HOSPITAL_BULK_RATE_LIMIT"
-ENV_RATE_WINDOW = "HOSPITAL_BULK_RATE_WINDOW"
-ENV_CONCURRENCY = "HOSPITAL_BULK_CONCURRENCY"
-ENV_MAX_ROWS = "HOSPITAL_BULK_MAX_ROWS"
-ENV_EMBEDDED_LATENCY = "HOSPITAL_BULK_EMBEDDED_LATENCY"
+if TYPE_CHECKING:
+    from hospital_bulk_fastapi import ServiceSettings
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: ``--directory embedded``: the stand-in directory, in this process.
 EMBEDDED = "embedded"
-#: A create takes ~5 s upstream; half a second keeps the stand-in slow enough to
-#: watch and quick enough for a demo.
-DEFAULT_EMBEDDED_LATENCY = 0.5
-#: The real directory's limits (UPSTREAM.md), which the embedded one enforces too.
-UPSTREAM_CREATE_LIMIT = RateLimit(30, 60.0)
-UPSTREAM_OTHER_LIMIT = RateLimit(50, 60.0)
-
-DEFAULT_RATE_LIMIT = UPSTREAM_CREATE_LIMIT.count
-DEFAULT_RATE_WINDOW = UPSTREAM_CREATE_LIMIT.window
-DEFAULT_CONCURRENCY = 20
-DEFAULT_MAX_ROWS = 10_000
-
 SETTINGS_PANEL = "Settings (flag > environment variable > default)"
 
 
@@ -57,96 +37,198 @@ def store_hint() -> str:
     return default_store_url().replace(str(Path.home()), "~", 1)
 
 
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar=ENV_STORE,
+#: Each setting's default: ServiceSettings' own (a test checks), written out so that
+#: ``--help`` shows them without importing the web stack. The store's default is
+#: computed by ServiceSettings.
+DEFAULTS: dict[str, object] = {
+    "api_base": "https://hospital-directory.onrender.com",
+    "embedded_latency": 0.5,
+    "rate_limit": 30,
+    "rate_window": 60.0,
+    "concurrency": 20,
+    "max_rows": 10_000,
+    "store": None,
+}
+
+
+def _option(*flags: str, env: str, metavar: str, help: str, **limits: Any) -> Any:
+    return typer.Option(
+        *flags,
+        envvar=env,
         show_envvar=True,
-        metavar="URL",
-        show_default=store_hint(),
-        help=(
-            "Job store: sqlite:///PATH, memory:// or redis://HOST. The default is the"
-            " service's, so both see the same jobs."
-        ),
+        metavar=metavar,
+        help=help,
         rich_help_panel=SETTINGS_PANEL,
-    ),
-]
+        **limits,
+    )
+
+
 ApiOption = Annotated[
     str,
-    typer.Option(
+    _option(
         "--api",
         "--directory",
-        envvar=ENV_API,
-        show_envvar=True,
+        env="HOSPITAL_API_BASE",
         metavar="URL|embedded",
-        help=(
-            "The Hospital Directory: its base URL, or `embedded` for a stand-in inside"
-            " this process (offline; gone when the command ends)."
-        ),
-        rich_help_panel=SETTINGS_PANEL,
+        help="The Hospital Directory: its base URL, or `embedded` for a stand-in inside"
+        " this process (offline; gone when the command ends).",
     ),
 ]
 EmbeddedLatencyOption = Annotated[
     float,
-    typer.Option(
+    _option(
         "--embedded-latency",
-        envvar=ENV_EMBEDDED_LATENCY,
-        show_envvar=True,
-        min=0.0,
+        env="HOSPITAL_BULK_EMBEDDED_LATENCY",
         metavar="SECONDS",
         help="How long a create takes in the embedded directory (the real one: ~5 s).",
-        rich_help_panel=SETTINGS_PANEL,
+        min=0.0,
     ),
 ]
 RateLimitOption = Annotated[
     int,
-    typer.Option(
+    _option(
         "--rate-limit",
-        envvar=ENV_RATE_LIMIT,
-        show_envvar=True,
-        min=0,
+        env="HOSPITAL_BULK_RATE_LIMIT",
         metavar="CREATES",
         help="Creates sent per window (the upstream allows 30 a minute); 0 sends unpaced.",
-        rich_help_panel=SETTINGS_PANEL,
+        min=0,
     ),
 ]
 RateWindowOption = Annotated[
     float,
-    typer.Option(
+    _option(
         "--rate-window",
-        envvar=ENV_RATE_WINDOW,
-        show_envvar=True,
-        min=0.001,
+        env="HOSPITAL_BULK_RATE_WINDOW",
         metavar="SECONDS",
         help="Length of the rate-limit window.",
-        rich_help_panel=SETTINGS_PANEL,
+        min=0.001,
     ),
 ]
 ConcurrencyOption = Annotated[
     int,
-    typer.Option(
+    _option(
         "--concurrency",
-        envvar=ENV_CONCURRENCY,
-        show_envvar=True,
-        min=1,
+        env="HOSPITAL_BULK_CONCURRENCY",
         metavar="N",
         help="Creates in flight at once.",
-        rich_help_panel=SETTINGS_PANEL,
+        min=1,
     ),
 ]
 MaxRowsOption = Annotated[
     int,
-    typer.Option(
+    _option(
         "--max-rows",
-        envvar=ENV_MAX_ROWS,
-        show_envvar=True,
-        min=1,
+        env="HOSPITAL_BULK_MAX_ROWS",
         metavar="N",
         help="Largest file accepted, in data rows.",
-        rich_help_panel=SETTINGS_PANEL,
+        min=1,
     ),
 ]
+StoreOption = Annotated[
+    str | None,
+    _option(
+        "--store",
+        env="HOSPITAL_BULK_STORE",
+        metavar="URL",
+        show_default=store_hint(),
+        help="Job store: sqlite:///PATH, memory:// or redis://HOST. The default is the"
+        f" service's ({store_hint()}), so both see the same jobs.",
+    ),
+]
+
+#: Every setting a command may take, by ``ServiceSettings`` field. Typer resolves flag >
+#: variable > default itself; a ``None`` store leaves it to ServiceSettings.
+OPTIONS: dict[str, object] = {
+    "api_base": ApiOption,
+    "embedded_latency": EmbeddedLatencyOption,
+    "rate_limit": RateLimitOption,
+    "rate_window": RateWindowOption,
+    "concurrency": ConcurrencyOption,
+    "max_rows": MaxRowsOption,
+    "store": StoreOption,
+}
+#: What a command that runs jobs takes.
+RUNNING = ("api_base", "embedded_latency", "rate_limit", "rate_window", "concurrency", "store")
+
+
+def with_settings(*fields: str, **fixed: object) -> Callable[[Callable[P, T]], Callable[..., T]]:
+    """Give a command the options of ``fields`` and call it with ``settings``, the
+    ``ServiceSettings`` they make (``fixed`` values win over flags)."""
+
+    def decorate(command: Callable[P, T]) -> Callable[..., T]:
+        signature = inspect.signature(command)
+        # Evaluated here, as typer reads this signature: ``settings`` is left out, as its
+        # type may be imported for type checking only.
+        kept = [
+            p.replace(annotation=_evaluated(p.annotation, command))
+            for p in signature.parameters.values()
+            if p.name != "settings"
+        ]
+        added = [
+            inspect.Parameter(
+                field,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=DEFAULTS[field],
+                annotation=OPTIONS[field],
+            )
+            for field in fields
+        ]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            given = {field: kwargs.pop(field) for field in fields}
+            kwargs["settings"] = load_settings({**given, **fixed})
+            return command(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]  # read by typer through inspect.signature
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*kept, *added]}
+        return wrapper
+
+    return decorate
+
+
+def _evaluated(annotation: object, command: Callable[..., object]) -> object:
+    if isinstance(annotation, str):
+        return eval(annotation, command.__globals__)
+    return annotation
+
+
+def load_settings(values: dict[str, object]) -> ServiceSettings:
+    """The settings with these flags (the others from the environment or defaults);
+    an invalid value is a :class:`CliError` naming its flag."""
+    import pydantic
+
+    from hospital_bulk_fastapi import ServiceSettings
+
+    try:
+        return ServiceSettings.model_validate({k: v for k, v in values.items() if v is not None})
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{_flag(problem['loc'])}: {problem['msg'].removeprefix('Value error, ')}"
+            for problem in error.errors()
+        )
+        raise CliError(problems) from None
+
+
+def _flag(location: tuple[int | str, ...]) -> str:
+    field = str(location[0]) if location else "?"
+    return "--api" if field == "api_base" else "--" + field.replace("_", "-")
+
+
+def describe(settings: ServiceSettings) -> str:
+    """Where the rows go, for a header line."""
+    if settings.embedded:
+        return f"the embedded directory ({settings.embedded_latency:g} s per create)"
+    return settings.api_base
+
+
+def command_line(*words: str, settings: ServiceSettings) -> str:
+    """``hospital-bulk WORDS`` reaching the same directory and store, to print as a hint."""
+    return shlex.join(
+        ["hospital-bulk", *words, "--store", settings.store, "--api", settings.api_base]
+    )
+
+
 JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print JSON for machines instead of tables."),
@@ -156,68 +238,3 @@ JsonLinesOption = Annotated[
     bool,
     typer.Option("--json", help="Print each event as one JSON line, then a summary line."),
 ]
-
-
-@attrs.frozen
-class Upstream:
-    """Where creates go and how fast."""
-
-    api: str = DEFAULT_BASE_URL
-    embedded_latency: float = DEFAULT_EMBEDDED_LATENCY
-    rate_limit: int = DEFAULT_RATE_LIMIT
-    rate_window: float = DEFAULT_RATE_WINDOW
-    concurrency: int = DEFAULT_CONCURRENCY
-    max_rows: int = DEFAULT_MAX_ROWS
-
-    @property
-    def embedded(self) -> bool:
-        return self.api.strip().lower() == EMBEDDED
-
-    @property
-    def create_limit(self) -> RateLimit | None:
-        return RateLimit(self.rate_limit, self.rate_window) if self.rate_limit > 0 else None
-
-    def processor_settings(self) -> ProcessorSettings:
-        """As the service builds them: a rate limit of 0 leaves every call unpaced."""
-        return ProcessorSettings(
-            concurrency=self.concurrency,
-            create_limit=self.create_limit,
-            other_limit=UPSTREAM_OTHER_LIMIT if self.rate_limit > 0 else None,
-            csv=CsvOptions(max_rows=self.max_rows),
-            # A progress bar wants to hear about a quiet job sooner than a server does.
-            watch_poll=0.25,
-        )
-
-    def client(self) -> DirectoryClient:
-        if self.embedded:
-            # A public module of the library, imported only when asked for.
-            from hospital_bulk.testing import FakeDirectory
-
-            return FakeDirectory(
-                latency=self.embedded_latency,
-                create_limit=UPSTREAM_CREATE_LIMIT,
-                other_limit=UPSTREAM_OTHER_LIMIT,
-            )
-        try:
-            return HttpDirectoryClient(self.api)
-        except ValueError as error:
-            raise CliError(f"--api: {error}") from None
-
-    def describe(self) -> str:
-        """Where the rows go, for a header line."""
-        if self.embedded:
-            return f"the embedded directory ({self.embedded_latency:g} s per create)"
-        return self.api
-
-    def flags(self) -> list[str]:
-        """The flags that reach the same directory from another command."""
-        if self.embedded:
-            return ["--directory", EMBEDDED]
-        if self.api.rstrip("/") != DEFAULT_BASE_URL and not os.environ.get(ENV_API):
-            return ["--api", self.api]
-        return []
-
-
-def store_url(flag: str | None) -> str:
-    """The store URL: the flag (typer already fell back to the variable), else the default."""
-    return flag if flag else default_store_url()

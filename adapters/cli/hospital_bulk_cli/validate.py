@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,7 +11,10 @@ from hospital_bulk import CsvOptions, validate_csv
 
 from .errors import CliError, Exit, handles_errors
 from .output import print_json, print_report, report_data, stdout
-from .settings import DEFAULT_MAX_ROWS, JsonOption, MaxRowsOption
+from .settings import JsonOption, with_settings
+
+if TYPE_CHECKING:
+    from hospital_bulk_fastapi import ServiceSettings
 
 FileArgument = Annotated[
     Path,
@@ -33,8 +36,9 @@ def readable_file(path: Path) -> Path:
 
 
 @handles_errors
+@with_settings("max_rows")
 def validate_command(
-    file: FileArgument, json_lines: JsonOption = False, max_rows: MaxRowsOption = DEFAULT_MAX_ROWS
+    file: FileArgument, settings: ServiceSettings, json_lines: JsonOption = False
 ) -> None:
     """Check a CSV file the way `import` would, without creating anything.
 
@@ -43,7 +47,7 @@ def validate_command(
     """
     path = readable_file(file)
     try:
-        report = validate_csv(path, CsvOptions(max_rows=max_rows))
+        report = validate_csv(path, CsvOptions(max_rows=settings.max_rows))
     except OSError as error:
         raise CliError(f"cannot read {path}: {error.strerror or error}") from None
     if json_lines:

@@ -17,15 +17,14 @@ import anyio
 from anyio.abc import TaskGroup
 from fastapi import FastAPI
 
-from hospital_bulk import BulkProcessor, DirectoryClient, HttpDirectoryClient, JobConflictError
-from hospital_bulk.stores import open_store
+from hospital_bulk import BulkProcessor, JobConflictError
 
 from . import routes_health, routes_jobs, routes_live, routes_upload
 from .deps import Service
 from .errors import install_error_handlers
 from .limits import MULTIPART_SLACK, BodyLimit
 from .openapi import install_openapi
-from .settings import ServiceSettings
+from .settings import ServiceSettings, open_processor
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         processor: BulkProcessor | None = app.state.injected_processor
         if processor is None:
-            processor = await _open_processor(settings, stack)
+            processor = await open_processor(settings, stack)
         async with anyio.create_task_group() as group:
             await _recover(processor, group, take_over=settings.takes_over)
             group.start_soon(
@@ -90,22 +89,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 app.state.hospital_bulk = None
                 # The processor records every job it was running as interrupted.
                 group.cancel_scope.cancel()
-
-
-async def _open_processor(settings: ServiceSettings, stack: AsyncExitStack) -> BulkProcessor:
-    client: DirectoryClient
-    if settings.embedded:
-        from hospital_bulk.testing import FakeDirectory  # only the embedded mode needs it
-
-        client = FakeDirectory(latency=settings.embedded_latency)
-    else:
-        # One pooled client for every job: room for the creates plus lists and activations.
-        http = HttpDirectoryClient(settings.api_base, max_connections=settings.concurrency + 10)
-        stack.push_async_callback(http.aclose)
-        client = http
-    store = await open_store(settings.store)
-    stack.push_async_callback(store.aclose)
-    return BulkProcessor(client, store, settings.processor_settings())
 
 
 async def _recover(processor: BulkProcessor, jobs: TaskGroup, *, take_over: bool) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from hospital_bulk import Job, RowOutcome, RowStatus, reimportable_rows
+from hospital_bulk import Job, RowStatus, reimport_csv, reimportable_rows, row_status
+from hospital_bulk import results_csv as every_row_csv  # the route has the name
 
 from .convert import job_out, status_out
 from .deps import ProcessorDep
@@ -100,19 +99,6 @@ async def delete(processor: ProcessorDep, batch_id: str) -> JobStatusOut:
     return status_out(await processor.get(batch_id))
 
 
-_FULL_COLUMNS = [
-    "row",
-    "line",
-    "name",
-    "address",
-    "phone",
-    "status",
-    "state",
-    "hospital_id",
-    "creation_batch_id",
-    "error_code",
-    "error",
-]
 _CSV_EXAMPLE = (
     "row,line,name,address,phone,status,state,hospital_id,creation_batch_id,error_code,error\r\n"
     "1,2,General Hospital,1 Main St,555-0100,created_and_activated,activated,101,"
@@ -144,25 +130,18 @@ async def results_csv(
     ] = None,
 ) -> Response:
     snapshot = await processor.get(batch_id)
-    pairs = zip(snapshot.rows, snapshot.summary().hospitals, strict=True)
-    chosen = [(row, hospital) for row, hospital in pairs if status in (None, hospital.status)]
-    out = io.StringIO()
-    writer = csv.writer(out)
+    rows = [row for row in snapshot.rows if status in (None, row_status(row))]
     headers: dict[str, str] = {}
     if status is RowStatus.FAILED:
         # Rows that may exist upstream would be created twice by a new upload: a resume
         # settles them. Only rows surely not upstream go into the file.
-        safe = reimportable_rows(row for row, _ in chosen)
-        headers["X-Rows-Withheld"] = str(len(chosen) - len(safe))
-        writer.writerow(["name", "address", "phone"])
-        writer.writerows([r.record.name, r.record.address, r.record.phone or ""] for r in safe)
-        name = f"{snapshot.job.id}-failed.csv"
+        again = reimportable_rows(rows)
+        headers["X-Rows-Withheld"] = str(len(rows) - len(again))
+        body, name = reimport_csv(again), f"{snapshot.job.id}-failed.csv"
     else:
-        writer.writerow(_FULL_COLUMNS)
-        writer.writerows(_full_row(row, hospital.status) for row, hospital in chosen)
-        name = f"{snapshot.job.id}-results.csv"
+        body, name = every_row_csv(rows), f"{snapshot.job.id}-results.csv"
     headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+    return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 def etag(job: Job) -> str:
@@ -177,19 +156,3 @@ def _matches(if_none_match: str, current: str) -> bool:
         return True
     wanted = current.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
-
-
-def _full_row(row: RowOutcome, status: RowStatus) -> list[object]:
-    return [
-        row.row,
-        row.line,
-        row.record.name,
-        row.record.address,
-        row.record.phone or "",
-        status,
-        row.state,
-        "" if row.hospital_id is None else row.hospital_id,
-        row.batch_id,
-        row.error_code or "",
-        row.error or "",
-    ]

@@ -1,7 +1,11 @@
-"""The service's settings, read from the environment, and how they map onto the engine's."""
+"""The service's settings, read from the environment, and how they become a processor.
+
+The command line builds the same settings from its flags: one mapping for both.
+"""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -9,8 +13,17 @@ import httpx
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hospital_bulk import DEFAULT_BASE_URL, CsvOptions, ProcessorSettings, RateLimit
-from hospital_bulk.stores import default_store_url
+from hospital_bulk import (
+    DEFAULT_BASE_URL,
+    UPSTREAM_LIMITS,
+    BulkProcessor,
+    CsvOptions,
+    DirectoryClient,
+    HttpDirectoryClient,
+    ProcessorSettings,
+    RateLimit,
+)
+from hospital_bulk.stores import default_store_url, open_store
 
 #: ``HOSPITAL_API_BASE=embedded`` runs an in-process fake directory instead of a remote one.
 EMBEDDED = "embedded"
@@ -78,18 +91,37 @@ class ServiceSettings(BaseSettings):
 
     def processor_settings(self) -> ProcessorSettings:
         """The engine's settings: 0 creates per window means unpaced, every call."""
-        csv = CsvOptions(max_rows=self.max_rows)
-        if self.rate_limit == 0:
-            return ProcessorSettings(
-                concurrency=self.concurrency,
-                create_limit=None,
-                other_limit=None,
-                csv=csv,
-                lease_ttl=self.lease_ttl,
-            )
+        paced = self.rate_limit > 0
         return ProcessorSettings(
             concurrency=self.concurrency,
-            create_limit=RateLimit(self.rate_limit, self.rate_window),
-            csv=csv,
+            create_limit=RateLimit(self.rate_limit, self.rate_window) if paced else None,
+            other_limit=UPSTREAM_LIMITS.other if paced else None,
+            csv=CsvOptions(max_rows=self.max_rows),
             lease_ttl=self.lease_ttl,
         )
+
+    def directory(self) -> DirectoryClient:
+        """A client of the directory; ``embedded``: a stand-in in this process, with the
+        real directory's limits. Whoever calls this closes the client."""
+        if self.embedded:
+            from hospital_bulk.testing import FakeDirectory  # only the embedded mode needs it
+
+            return FakeDirectory(
+                latency=self.embedded_latency,
+                create_limit=UPSTREAM_LIMITS.create,
+                other_limit=UPSTREAM_LIMITS.other,
+            )
+        # One pooled client for every job: room for the creates plus lists and activations.
+        return HttpDirectoryClient(self.api_base, max_connections=self.concurrency + 10)
+
+
+async def open_processor(
+    settings: ServiceSettings, stack: AsyncExitStack, processor: ProcessorSettings | None = None
+) -> BulkProcessor:
+    """The processor these settings describe, on its directory and store; ``stack``
+    closes them. ``processor`` overrides the engine's settings."""
+    client = settings.directory()
+    stack.push_async_callback(client.aclose)
+    store = await open_store(settings.store)
+    stack.push_async_callback(store.aclose)
+    return BulkProcessor(client, store, processor or settings.processor_settings())

@@ -55,3 +55,13 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert 0 == exit_info.value.code
     assert "Exit status: 0 success" in capsys.readouterr().out
+
+
+def test_help_shows_the_services_own_defaults() -> None:
+    """The defaults the command line declares are those ServiceSettings applies."""
+    from hospital_bulk_cli.settings import DEFAULTS
+    from hospital_bulk_fastapi import ServiceSettings
+
+    fields = ServiceSettings.model_fields
+    declared = {name: value for name, value in DEFAULTS.items() if name != "store"}
+    assert {name: fields[name].default for name in declared} == declared

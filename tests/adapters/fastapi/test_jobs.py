@@ -290,7 +290,8 @@ async def test_failed_rows_come_back_as_a_file_to_upload_again(
     )
     again = await client.post("/hospitals/bulk", files=upload(response.content))
 
-    assert "name,address,phone\r\nHospital 2,2 Main Street,555-0002\r\n" == response.text
+    header = "name,address,phone,row,error_code,error\r\n"
+    assert header + "Hospital 2,2 Main Street,555-0002,2,rejected," in response.text
     assert "0" == response.headers["x-rows-withheld"]
     assert (200, 1, "completed") == (
         again.status_code,
@@ -312,7 +313,7 @@ async def test_rows_that_may_exist_upstream_are_withheld_from_the_failed_file(
         f"/hospitals/bulk/{batch_id}/results.csv", params={"status": "failed"}
     )
 
-    assert "name,address,phone\r\n" == response.text
+    assert "name,address,phone,row,error_code,error\r\n" == response.text
     assert "1" == response.headers["x-rows-withheld"]
 
 
