@@ -55,6 +55,6 @@ def upstream_copies(fake: FakeDirectory, snapshot: JobSnapshot) -> collections.C
     """How many hospitals the directory holds per (name, address, phone) in the job's batches."""
     return collections.Counter(
         hospital.record().key()
-        for batch_id in snapshot.job.batch_ids
+        for batch_id in snapshot.job.creation_batch_ids
         for hospital in fake.batch(batch_id)
     )

@@ -65,8 +65,8 @@ async def test_small_file_is_created_and_activated(fake: FakeDirectory) -> None:
         summary.batch_activated,
     )
     assert ["created_and_activated"] * 3 == [row.status for row in summary.hospitals]
-    assert (str(job.batch_ids[0]),) == (job.id,)
-    upstream = fake.batch(job.batch_ids[0])
+    assert (str(job.creation_batch_ids[0]),) == (job.id,)
+    upstream = fake.batch(job.creation_batch_ids[0])
     assert {row.hospital_id for row in summary.hospitals} == {h.id for h in upstream}
     assert all(h.active for h in upstream)
 
@@ -79,9 +79,9 @@ async def test_45_rows_make_three_batches_all_activated(fake: FakeDirectory) -> 
     summary = await bulk.run(job.id)
 
     assert JobState.COMPLETED == summary.state
-    assert 3 == len(set(job.batch_ids))
-    assert [20, 20, 5] == [len(fake.batch(batch_id)) for batch_id in job.batch_ids]
-    assert all(h.active for batch_id in job.batch_ids for h in fake.batch(batch_id))
+    assert 3 == len(set(job.creation_batch_ids))
+    assert [20, 20, 5] == [len(fake.batch(batch_id)) for batch_id in job.creation_batch_ids]
+    assert all(h.active for batch_id in job.creation_batch_ids for h in fake.batch(batch_id))
 
 
 async def test_lost_response_on_row_3_makes_exactly_one_hospital(fake: FakeDirectory) -> None:
@@ -128,7 +128,7 @@ async def test_not_sent_and_throttled_are_retried(fake: FakeDirectory) -> None:
     summary = await bulk.run(job.id)
 
     assert JobState.COMPLETED == summary.state
-    assert 6 == len(fake.batch(job.batch_ids[0]))
+    assert 6 == len(fake.batch(job.creation_batch_ids[0]))
     types = [event.type for event in await bulk.store.read_events(job.id)]
     assert EventType.THROTTLE_CHANGED in types
 
@@ -148,7 +148,7 @@ async def test_rejected_row_fails_with_reason_and_batch_stays_inactive(
     assert ["failed", "created", "created"] == [row.status for row in summary.hospitals]
     assert summary.hospitals[0].error
     assert "rejected" == summary.hospitals[0].error_code
-    assert not any(h.active for h in fake.batch(job.batch_ids[0]))
+    assert not any(h.active for h in fake.batch(job.creation_batch_ids[0]))
     assert (2, 1, False) == (
         summary.processed_hospitals,
         summary.failed_hospitals,
@@ -169,8 +169,8 @@ async def test_resume_finishes_what_failed(fake: FakeDirectory) -> None:
 
     assert JobState.COMPLETED == summary.state
     assert 1 == fake.stats.calls["create"] - creates_before
-    assert 3 == len(fake.batch(job.batch_ids[0]))
-    assert all(h.active for h in fake.batch(job.batch_ids[0]))
+    assert 3 == len(fake.batch(job.creation_batch_ids[0]))
+    assert all(h.active for h in fake.batch(job.creation_batch_ids[0]))
 
 
 async def test_lost_activation_response_is_confirmed_by_listing(fake: FakeDirectory) -> None:

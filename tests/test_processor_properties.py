@@ -67,11 +67,11 @@ async def check_invariants(bulk: BulkProcessor, fake: FakeDirectory, job_id: str
 
     by_batch: dict[object, list[object]] = collections.defaultdict(list)
     for row in rows:
-        by_batch[row.batch_id].append(row)
-    for batch_id in job.batch_ids:
+        by_batch[row.creation_batch_id].append(row)
+    for batch_id in job.creation_batch_ids:
         upstream = fake.batch(batch_id)
         assert len(upstream) <= 20
-        batch_rows = [row for row in rows if row.batch_id == batch_id]
+        batch_rows = [row for row in rows if row.creation_batch_id == batch_id]
         all_created = all(r.state in (RowState.CREATED, RowState.ACTIVATED) for r in batch_rows)
         any_active = any(h.active for h in upstream)
         if any_active:
@@ -119,7 +119,7 @@ async def play(scenario: Scenario) -> None:
     snapshot = await bulk.get(job.id)
     assert JobState.COMPLETED == snapshot.job.state
     assert collections.Counter(r.key() for r in rows) == upstream_copies(fake, snapshot)
-    assert all(h.active for b in snapshot.job.batch_ids for h in fake.batch(b))
+    assert all(h.active for b in snapshot.job.creation_batch_ids for h in fake.batch(b))
     await check_invariants(bulk, fake, job.id)
 
 

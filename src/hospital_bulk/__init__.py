@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
 from ._exports import reimport_csv, results_csv
-from ._jobs import Job, JobState, Progress, RowOutcome, RowState
+from ._jobs import Job, JobState, Progress, RowOutcome, RowState, RowStatus
 from ._models import (
     UPSTREAM_LIMITS,
     Finding,
@@ -27,7 +27,7 @@ from ._processor import BulkProcessor, JobSnapshot
 from ._run import Run
 from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
-from ._summary import JobSummary, RowStatus, RowSummary, reimportable_rows, row_status
+from ._summary import JobSummary, RowSummary, reimportable_rows
 from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
@@ -95,6 +95,5 @@ __all__ = [
     "reimport_csv",
     "reimportable_rows",
     "results_csv",
-    "row_status",
     "validate_csv",
 ]

@@ -11,6 +11,10 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._events import Event, EventDraft
+from ._jobs import Job, RowOutcome
 
 
 def parse_datetime(value: str | dt.datetime) -> dt.datetime:
@@ -27,6 +31,23 @@ def make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(UUID, str)
     converter.register_structure_hook(dt.datetime, lambda value, _: parse_datetime(value))
     converter.register_unstructure_hook(dt.datetime, lambda value: value.isoformat())
+    # Stores keep the names these fields had before they were renamed, so files and
+    # Redis keys written by earlier releases read as they always did.
+    for cls, field, stored in (
+        (RowOutcome, "creation_batch_id", "batch_id"),
+        (EventDraft, "creation_batch_id", "batch_id"),
+        (Event, "creation_batch_id", "batch_id"),
+        (Job, "creation_batch_ids", "batch_ids"),
+    ):
+        renamed = {field: override(rename=stored)}
+        converter.register_structure_hook(
+            cls,
+            make_dict_structure_fn(cls, converter, **renamed),  # type: ignore[arg-type]
+        )
+        converter.register_unstructure_hook(
+            cls,
+            make_dict_unstructure_fn(cls, converter, **renamed),  # type: ignore[arg-type]
+        )
     return converter
 
 

@@ -32,7 +32,7 @@ class EventDraft:
     state: JobState | None = None  # job events: the job's state after the change
     row: int | None = None
     hospital_id: int | None = None
-    batch_id: UUID | None = None
+    creation_batch_id: UUID | None = None
     error_code: str | None = None
     error: str | None = None
     delay: float | None = None  # throttle.changed: seconds everyone waits (0 = lifted)
@@ -56,7 +56,7 @@ class Event(EventDraft):
             draft.state,
             draft.row,
             draft.hospital_id,
-            draft.batch_id,
+            draft.creation_batch_id,
             draft.error_code,
             draft.error,
             draft.delay,

@@ -11,7 +11,6 @@ import io
 from collections.abc import Iterable
 
 from ._jobs import RowOutcome
-from ._summary import row_status
 
 #: The re-import file: the three columns an upload reads, then why each row is there
 #: (extra columns are only a warning on upload).
@@ -54,10 +53,10 @@ def results_csv(rows: Iterable[RowOutcome]) -> str:
                 r.record.name,
                 r.record.address,
                 r.record.phone,
-                row_status(r),
+                r.status,
                 r.state,
                 r.hospital_id,
-                r.batch_id,
+                r.creation_batch_id,
                 r.error_code,
                 r.error,
             )

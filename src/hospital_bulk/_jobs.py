@@ -85,6 +85,14 @@ class RowState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+class RowStatus(enum.StrEnum):
+    """A row's outcome in the original service's words."""
+
+    CREATED_AND_ACTIVATED = "created_and_activated"
+    CREATED = "created"  # created upstream, its batch not activated
+    FAILED = "failed"  # not created, or not known to be
+
+
 @attrs.frozen
 class Progress:
     """The counters a progress bar needs, carried by every event."""
@@ -129,12 +137,21 @@ class RowOutcome:
     row: int  # 1-based data row of the file
     line: int  # physical line of the file
     record: HospitalRecord
-    batch_id: UUID  # the upstream creation_batch_id this row goes into
+    creation_batch_id: UUID  # the upstream batch this row goes into
     state: RowState = RowState.PENDING
     hospital_id: int | None = None
     attempts: int = 0  # creates sent; a pending row with attempts > 0 may have landed
     error_code: str | None = None
     error: str | None = None
+
+    @property
+    def status(self) -> RowStatus:
+        """The row's outcome in the original service's words."""
+        if self.state is RowState.ACTIVATED:
+            return RowStatus.CREATED_AND_ACTIVATED
+        if self.state is RowState.CREATED:
+            return RowStatus.CREATED
+        return RowStatus.FAILED
 
     @property
     def may_have_landed(self) -> bool:
@@ -157,7 +174,7 @@ class RowOutcome:
             self.row,
             self.line,
             self.record,
-            self.batch_id,
+            self.creation_batch_id,
             self.state,
             self.hospital_id,
             self.attempts + 1,
@@ -168,7 +185,13 @@ class RowOutcome:
     def settled(self, state: RowState, hospital_id: int | None) -> RowOutcome:
         """This row created (or activated) as ``hospital_id``, errors cleared."""
         return RowOutcome(
-            self.row, self.line, self.record, self.batch_id, state, hospital_id, self.attempts
+            self.row,
+            self.line,
+            self.record,
+            self.creation_batch_id,
+            state,
+            hospital_id,
+            self.attempts,
         )
 
 
@@ -177,7 +200,7 @@ class Job:
     id: str
     state: JobState
     total_rows: int
-    batch_ids: tuple[UUID, ...]
+    creation_batch_ids: tuple[UUID, ...]
     created_at: dt.datetime
     updated_at: dt.datetime
     progress: Progress
@@ -237,7 +260,7 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def batch_ids_for(job_id: str, total_rows: int, batch_size: int) -> tuple[UUID, ...]:
+def creation_batch_ids_for(job_id: str, total_rows: int, batch_size: int) -> tuple[UUID, ...]:
     """The upstream batches of a job, derived from its id alone so a restart finds them.
 
     A job that fits in one batch uses its own id, so the id a client sees is the id

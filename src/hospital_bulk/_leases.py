@@ -72,7 +72,7 @@ async def mark_in_flight_unknown(store: JobStore, job: Job) -> None:
             type=EventType.ROW_UNKNOWN,
             progress=progress,
             row=row.row,
-            batch_id=row.batch_id,
+            creation_batch_id=row.creation_batch_id,
             error_code=row.error_code,
         )
         for row in in_flight

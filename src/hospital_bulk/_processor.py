@@ -20,7 +20,7 @@ from ._jobs import (
     JobState,
     Progress,
     RowOutcome,
-    batch_ids_for,
+    creation_batch_ids_for,
     new_job_id,
     utcnow,
 )
@@ -106,9 +106,9 @@ class BulkProcessor:
             raise InvalidCsvError(report)
         job_id = new_job_id()
         size = self.settings.batch_size
-        batch_ids = batch_ids_for(job_id, len(csv_rows), size)
+        creation_batch_ids = creation_batch_ids_for(job_id, len(csv_rows), size)
         rows = [
-            RowOutcome(row.row, row.line, row.record, batch_ids[index // size])
+            RowOutcome(row.row, row.line, row.record, creation_batch_ids[index // size])
             for index, row in enumerate(csv_rows)
         ]
         now = utcnow()
@@ -117,7 +117,7 @@ class BulkProcessor:
             id=job_id,
             state=JobState.PENDING,
             total_rows=len(rows),
-            batch_ids=batch_ids,
+            creation_batch_ids=creation_batch_ids,
             created_at=now,
             updated_at=now,
             progress=progress,
@@ -200,8 +200,8 @@ class BulkProcessor:
         if job.state.is_active or job_id in self._runs:
             raise JobConflictError(job_id, job.state, "delete it while it runs")
         job = await self.store.transition(job_id, JobState.DELETED)
-        for batch_id in job.batch_ids:
-            delete = functools.partial(self.client.delete_batch, batch_id)
+        for creation_batch_id in job.creation_batch_ids:
+            delete = functools.partial(self.client.delete_batch, creation_batch_id)
             await self.calls.call(CallKind.OTHER, delete, idempotent=True)
         return job
 

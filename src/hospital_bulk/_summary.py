@@ -3,20 +3,11 @@ and which rows may be imported again."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
 
 import attrs
 
-from ._jobs import Job, JobState, RowOutcome, RowState
-
-
-class RowStatus(enum.StrEnum):
-    """A row's outcome in the original service's words."""
-
-    CREATED_AND_ACTIVATED = "created_and_activated"
-    CREATED = "created"  # created upstream, its batch not activated
-    FAILED = "failed"  # not created, or not known to be
+from ._jobs import Job, JobState, RowOutcome, RowState, RowStatus
 
 
 @attrs.frozen
@@ -31,7 +22,7 @@ class RowSummary:
 
 @attrs.frozen
 class JobSummary:
-    batch_id: str
+    job_id: str
     state: JobState
     total_hospitals: int
     processed_hospitals: int
@@ -48,7 +39,7 @@ class JobSummary:
         if job.started_at is not None and job.finished_at is not None:
             elapsed = (job.finished_at - job.started_at).total_seconds()
         return cls(
-            batch_id=job.id,
+            job_id=job.id,
             state=job.state,
             total_hospitals=len(hospitals),
             processed_hospitals=processed,
@@ -70,17 +61,8 @@ def reimportable_rows(rows: Iterable[RowOutcome]) -> list[RowOutcome]:
     return [row for row in rows if row.state is RowState.FAILED or row.never_sent]
 
 
-def row_status(row: RowOutcome) -> RowStatus:
-    """The row's outcome in the original service's words."""
-    if row.state is RowState.ACTIVATED:
-        return RowStatus.CREATED_AND_ACTIVATED
-    if row.state is RowState.CREATED:
-        return RowStatus.CREATED
-    return RowStatus.FAILED
-
-
 def _row_summary(row: RowOutcome) -> RowSummary:
-    status, error, code = row_status(row), row.error, row.error_code
+    status, error, code = row.status, row.error, row.error_code
     if status is RowStatus.CREATED_AND_ACTIVATED:
         error, code = None, None
     elif status is RowStatus.FAILED:

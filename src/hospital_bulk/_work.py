@@ -89,7 +89,7 @@ class JobWork:
         self.rows = {row.row: row for row in rows}
         self._batches: dict[UUID, list[int]] = collections.defaultdict(list)
         for row in rows:
-            self._batches[row.batch_id].append(row.row)
+            self._batches[row.creation_batch_id].append(row.row)
         self.calls = calls
         self.client = calls.client
         self.store = store
@@ -108,22 +108,24 @@ class JobWork:
     async def create_all(self) -> None:
         """Create every batch's rows, a few batches at a time: enough to keep every
         concurrency slot busy, without thousands of tasks queueing for them."""
-        batches = iter(self.job.batch_ids)
+        batches = iter(self.job.creation_batch_ids)
 
         async def take_batches() -> None:
-            for batch_id in batches:  # shared: each batch is taken by one worker
-                await self._create_batch(batch_id)
+            for creation_batch_id in batches:  # shared: each batch is taken by one worker
+                await self._create_batch(creation_batch_id)
 
         size = max(len(ids) for ids in self._batches.values())
-        workers = min(len(self.job.batch_ids), -(-self.calls.pacer.concurrency // size) + 1)
+        workers = min(
+            len(self.job.creation_batch_ids), -(-self.calls.pacer.concurrency // size) + 1
+        )
         async with anyio.create_task_group() as group:
             for _ in range(workers):
                 group.start_soon(take_batches)
 
     async def activate_all(self) -> None:
         async with anyio.create_task_group() as group:
-            for batch_id in self.job.batch_ids:
-                group.start_soon(self._activate_batch, batch_id)
+            for creation_batch_id in self.job.creation_batch_ids:
+                group.start_soon(self._activate_batch, creation_batch_id)
 
     def stop(self) -> None:
         """Send no more creates; those in flight finish."""
@@ -149,26 +151,26 @@ class JobWork:
 
     # -- creates ---------------------------------------------------------------------
 
-    def batch_rows(self, batch_id: UUID) -> list[RowOutcome]:
-        return [self.rows[number] for number in self._batches[batch_id]]
+    def batch_rows(self, creation_batch_id: UUID) -> list[RowOutcome]:
+        return [self.rows[number] for number in self._batches[creation_batch_id]]
 
-    async def _create_batch(self, batch_id: UUID) -> None:
-        uncertain = any(row.may_have_landed for row in self.batch_rows(batch_id))
-        if uncertain and not await self._try_reconcile(batch_id):
+    async def _create_batch(self, creation_batch_id: UUID) -> None:
+        uncertain = any(row.may_have_landed for row in self.batch_rows(creation_batch_id))
+        if uncertain and not await self._try_reconcile(creation_batch_id):
             return
         # Failed rows are retried once per run; later rounds resend only what the
         # listing proved missing.
         retry: tuple[RowState, ...] = (RowState.PENDING, RowState.FAILED)
         for _ in range(self.policy.reconcile_rounds + 1):
-            todo = [row.row for row in self.batch_rows(batch_id) if row.state in retry]
+            todo = [row.row for row in self.batch_rows(creation_batch_id) if row.state in retry]
             async with anyio.create_task_group() as group:
                 for number in todo:
                     group.start_soon(self._create_row, number)
             if self.stop_requested or not any(
-                row.state is RowState.UNKNOWN for row in self.batch_rows(batch_id)
+                row.state is RowState.UNKNOWN for row in self.batch_rows(creation_batch_id)
             ):
                 return
-            if not await self._try_reconcile(batch_id):
+            if not await self._try_reconcile(creation_batch_id):
                 return
             retry = (RowState.PENDING,)
 
@@ -179,7 +181,7 @@ class JobWork:
             # Saved before sending: after a crash, attempts > 0 says "may have landed".
             await self._update(self.rows[number].sent())
             self._sent_at[number] = time.monotonic()
-            return await self.client.create_hospital(row.record, row.batch_id)
+            return await self.client.create_hospital(row.record, row.creation_batch_id)
 
         try:
             hospital = await self.call(CallKind.CREATE, send)
@@ -206,28 +208,28 @@ class JobWork:
 
     # -- reconciliation --------------------------------------------------------------
 
-    async def _try_reconcile(self, batch_id: UUID) -> bool:
+    async def _try_reconcile(self, creation_batch_id: UUID) -> bool:
         """Reconcile; ``False`` when the upstream would not answer even after retries:
         the batch then waits, unknown rows and all, for a resume."""
         try:
-            await self._reconcile(batch_id)
+            await self._reconcile(creation_batch_id)
         except DirectoryError:
             return False
         return True
 
-    async def _reconcile(self, batch_id: UUID) -> None:
+    async def _reconcile(self, creation_batch_id: UUID) -> None:
         """Match the batch as listed upstream with our rows; unmatched rows become pending.
 
         Rows that know their hospital id keep it while it is listed. The other
         hospitals are matched as a multiset on (name, address, phone) against rows that
         may have landed, unknown ones first. What no row claims is an extra copy: deleted.
         """
-        await self._settle(batch_id)
+        await self._settle(creation_batch_id)
         listing = await self.call(
-            CallKind.OTHER, lambda: self.client.list_batch(batch_id), idempotent=True
+            CallKind.OTHER, lambda: self.client.list_batch(creation_batch_id), idempotent=True
         )
         by_id = {hospital.id: hospital for hospital in listing}
-        rows = self.batch_rows(batch_id)
+        rows = self.batch_rows(creation_batch_id)
         for row in rows:
             if row.hospital_id is None:
                 continue
@@ -262,11 +264,11 @@ class JobWork:
                     idempotent=True,
                 )
 
-    async def _settle(self, batch_id: UUID) -> None:
+    async def _settle(self, creation_batch_id: UUID) -> None:
         """Give the batch's unanswered creates their time to land before it is listed."""
         sent = [
             self._sent_at.get(row.row, self._earlier_sends)
-            for row in self.batch_rows(batch_id)
+            for row in self.batch_rows(creation_batch_id)
             if row.may_have_landed
         ]
         if sent and self.policy.settle > 0:
@@ -276,32 +278,32 @@ class JobWork:
 
     # -- activation ------------------------------------------------------------------
 
-    async def _activate_batch(self, batch_id: UUID) -> None:
+    async def _activate_batch(self, creation_batch_id: UUID) -> None:
         for _ in range(self.policy.reconcile_rounds + 1):
-            rows = self.batch_rows(batch_id)
+            rows = self.batch_rows(creation_batch_id)
             if any(row.state not in (RowState.CREATED, RowState.ACTIVATED) for row in rows):
                 return  # never activate a batch with a row missing: it could never be fixed
             if all(row.state is RowState.ACTIVATED for row in rows):
                 return
             try:
                 count = await self.call(
-                    CallKind.OTHER, lambda: self.client.activate_batch(batch_id)
+                    CallKind.OTHER, lambda: self.client.activate_batch(creation_batch_id)
                 )
             except StopRequestedError:
                 return
             except (MaybeLandedError, RejectedError):
                 # A lost response, or an activation of an earlier run: the listing tells.
-                if not await self._try_reconcile(batch_id):
+                if not await self._try_reconcile(creation_batch_id):
                     return
                 continue
             except DirectoryError:
                 return  # retries exhausted: the job ends with this batch inactive, resumable
             activated = [row.settled(RowState.ACTIVATED, row.hospital_id) for row in rows]
-            await self._update_many(activated, batch_id=batch_id, count=count)
+            await self._update_many(activated, creation_batch_id=creation_batch_id, count=count)
             if count != len(rows):
                 # More or fewer than ours (or an answer without a count): look, delete
                 # copies nobody claims, and see which rows are really there.
-                await self._try_reconcile(batch_id)
+                await self._try_reconcile(creation_batch_id)
             return
 
     # -- calls -----------------------------------------------------------------------
@@ -343,21 +345,23 @@ class JobWork:
                     progress=self.tally.progress(),
                     row=row.row,
                     hospital_id=row.hospital_id,
-                    batch_id=row.batch_id,
+                    creation_batch_id=row.creation_batch_id,
                     error_code=row.error_code,
                     error=row.error,
                 )
             )
         await self.store.save(self.job.id, [row], drafts)
 
-    async def _update_many(self, rows: Sequence[RowOutcome], *, batch_id: UUID, count: int) -> None:
+    async def _update_many(
+        self, rows: Sequence[RowOutcome], *, creation_batch_id: UUID, count: int
+    ) -> None:
         for row in rows:
             self.tally.move(self.rows[row.row].state, row.state)
             self.rows[row.row] = row
         draft = EventDraft(
             type=EventType.BATCH_ACTIVATED,
             progress=self.tally.progress(),
-            batch_id=batch_id,
+            creation_batch_id=creation_batch_id,
             count=count,
         )
         await self.store.save(self.job.id, rows, [draft])

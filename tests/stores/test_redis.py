@@ -203,7 +203,7 @@ async def test_events_come_back_equal(store: RedisStore) -> None:
         type=EventType.ROW_FAILED,
         progress=Progress(total=3, failed=1, rate=1.5),
         row=2,
-        batch_id=rows[1].batch_id,
+        creation_batch_id=rows[1].creation_batch_id,
         error_code="rejected",
         error="Batch cannot exceed 20 hospitals",
     )

@@ -86,7 +86,7 @@ async def test_data_survives_closing_and_reopening(store: SqliteStore, path: pat
         progress=Progress(total=2, created=1),
         row=1,
         hospital_id=11,
-        batch_id=rows[0].batch_id,
+        creation_batch_id=rows[0].creation_batch_id,
     )
     await store.save(job.id, [created], [draft])
     expected = (

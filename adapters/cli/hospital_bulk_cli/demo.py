@@ -133,7 +133,7 @@ async def _import_example(processor: BulkProcessor, settings: ServiceSettings) -
     job = await processor.submit(example_csv(), file_name=EXAMPLE)
     console.print(
         f"Importing the bundled {EXAMPLE}: [bold]{job.total_rows}[/] hospitals in"
-        f" {len(job.batch_ids)} upstream batches, job [bold]{job.id}[/]"
+        f" {len(job.creation_batch_ids)} upstream batches, job [bold]{job.id}[/]"
     )
     view = ProgressBarView(job.total_rows, processor.settings.create_limit, console)
     outcome = await drive(processor, job.id, view=view)

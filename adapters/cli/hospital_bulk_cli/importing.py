@@ -111,7 +111,7 @@ def _print_header(job: Job, settings: ServiceSettings, console: Console) -> None
             f" {job.total_rows} hospitals created so far → {target}"
         )
         return
-    batches = len(job.batch_ids)
+    batches = len(job.creation_batch_ids)
     console.print(
         f"Importing {name}: [bold]{job.total_rows}[/] hospitals in {batches}"
         f" upstream batch{'es' if batches > 1 else ''} → {target}"

@@ -178,7 +178,8 @@ def delete_command(
                 what = f"{job.progress.created} hospital(s) of job {job.id}"
                 return f"{what} ({job.file_name or 'no file'})"
             job = await processor.delete(job_id)
-        return f"Deleted {len(job.batch_ids)} upstream batch(es); job {job.id} is {job.state}."
+        batches = len(job.creation_batch_ids)
+        return f"Deleted {batches} upstream batch(es); job {job.id} is {job.state}."
 
     if not yes:
         what = anyio.run(delete, False)

@@ -171,8 +171,8 @@ def summary_table(snapshot: JobSnapshot) -> Table:
             shown = style if counts[outcome] or outcome == "activated" else "green"
             table.add_row(label, f"[{shown}]{counts[outcome]}[/]")
     table.add_row("batch activated", "yes" if summary.batch_activated else "no")
-    if len(job.batch_ids) > 1:
-        table.add_row("upstream batches", str(len(job.batch_ids)))
+    if len(job.creation_batch_ids) > 1:
+        table.add_row("upstream batches", str(len(job.creation_batch_ids)))
     table.add_row("time", f"{summary.processing_time_seconds:.1f} s")
     return table
 
@@ -250,7 +250,7 @@ def job_table(job: Job) -> Table:
         f"{progress.created} created, {progress.activated} activated, {progress.failed} failed"
         + (f", {progress.unknown} unknown" if progress.unknown else ""),
     )
-    table.add_row("upstream batches", ", ".join(str(batch) for batch in job.batch_ids))
+    table.add_row("upstream batches", ", ".join(str(batch) for batch in job.creation_batch_ids))
     table.add_row("created", _time(job.created_at))
     if job.started_at is not None:
         table.add_row("last run started", _time(job.started_at))

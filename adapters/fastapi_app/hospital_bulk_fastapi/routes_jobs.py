@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from hospital_bulk import Job, RowStatus, reimport_csv, reimportable_rows, row_status
+from hospital_bulk import Job, RowStatus, reimport_csv, reimportable_rows
 from hospital_bulk import results_csv as every_row_csv  # the route has the name
 
-from .convert import job_out, status_out
+from .convert import status_out
 from .deps import ProcessorDep
 from .errors import responses
-from .schemas import JobListOut, JobStatusOut
+from .schemas import JobListOut, JobOut, JobStatusOut
 
 router = APIRouter(tags=["bulk"])
 
@@ -62,7 +62,7 @@ async def list_jobs(
 ) -> JobListOut:
     jobs = await processor.list_jobs(limit=limit + 1, offset=offset)
     return JobListOut(
-        jobs=[job_out(job) for job in jobs[:limit]],
+        jobs=[JobOut.model_validate(job) for job in jobs[:limit]],
         limit=limit,
         offset=offset,
         next_offset=offset + limit if len(jobs) > limit else None,
@@ -130,7 +130,7 @@ async def results_csv(
     ] = None,
 ) -> Response:
     snapshot = await processor.get(batch_id)
-    rows = [row for row in snapshot.rows if status in (None, row_status(row))]
+    rows = [row for row in snapshot.rows if status in (None, row.status)]
     headers: dict[str, str] = {}
     if status is RowStatus.FAILED:
         # Rows that may exist upstream would be created twice by a new upload: a resume

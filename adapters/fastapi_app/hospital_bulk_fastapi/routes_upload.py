@@ -18,11 +18,10 @@ from fastapi.responses import JSONResponse, Response
 
 from hospital_bulk import Job, JobConflictError, JobState, Run
 
-from .convert import progress_out, summary_out, validation_out
 from .deps import Preferences, Service, ServiceDep, parse_prefer
 from .errors import responses
 from .limits import read_upload
-from .schemas import AcceptedOut, JobSummaryOut, ValidationOut
+from .schemas import AcceptedOut, JobSummaryOut, ProgressOut, ValidationOut
 
 router = APIRouter(tags=["bulk"])
 
@@ -119,7 +118,7 @@ async def upload(
 async def validate(service: ServiceDep, file: FileParam) -> ValidationOut:
     """Every finding of the file, row by row; `valid` says whether an upload would run."""
     content = await read_upload(file, service.settings.max_upload_bytes)
-    return validation_out(await service.processor.validate(content))
+    return ValidationOut.model_validate(await service.processor.validate(content))
 
 
 @router.post(
@@ -165,14 +164,14 @@ async def _answer(
             await run.wait()
     snapshot = await service.processor.get(job.id)
     if snapshot.job.state.is_settled and not respond_async and (run is None or run.done):
-        body = summary_out(snapshot.summary()).model_dump(mode="json")
+        body = JobSummaryOut.model_validate(snapshot.summary()).model_dump(mode="json")
         return JSONResponse(body, headers=headers)
     root = request.scope.get("root_path", "").rstrip("/")
     job_path = quote(job.id, safe="")
     accepted = AcceptedOut(
         batch_id=job.id,
         state=snapshot.job.state,
-        progress=progress_out(snapshot.job.progress),
+        progress=ProgressOut.model_validate(snapshot.job.progress),
         status_url=f"{root}/bulk/status/{job_path}",
         events_url=f"{root}/hospitals/bulk/{job_path}/events",
         websocket_url=f"{root}/ws/progress/{job_path}",

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Literal
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field
 
 from hospital_bulk import EventType, JobState, RowState, RowStatus
 
@@ -16,7 +17,9 @@ _ID = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # Built from the library's attrs values by attribute; aliases name the library's
+    # attribute where the original service's field name differs.
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
 
 class ProgressOut(_Model):
@@ -45,7 +48,7 @@ class HospitalOut(_Model):
 class JobSummaryOut(_Model):
     """The original service's answer to an upload, plus ``state``."""
 
-    batch_id: str
+    batch_id: str = Field(validation_alias=AliasChoices("batch_id", "job_id"))
     state: JobState
     total_hospitals: int
     processed_hospitals: int
@@ -84,7 +87,7 @@ class JobSummaryOut(_Model):
 class JobOut(_Model):
     """A job (the original's bulk batch) without its rows."""
 
-    batch_id: str
+    batch_id: str = Field(validation_alias=AliasChoices("batch_id", "id"))
     state: JobState
     file_name: str | None
     total_rows: int
@@ -95,7 +98,7 @@ class JobOut(_Model):
     finished_at: dt.datetime | None
     runs: int = Field(description="How many times the job was run (1 + resumes)")
     last_seq: int = Field(description="Sequence number of the job's latest event")
-    creation_batch_ids: list[str] = Field(description="The upstream batches, 20 rows each")
+    creation_batch_ids: list[UUID] = Field(description="The upstream batches, 20 rows each")
 
 
 class RowOut(_Model):
@@ -103,13 +106,13 @@ class RowOut(_Model):
 
     row: int
     line: int = Field(description="Physical line of the file where the row starts")
-    name: str
-    address: str
-    phone: str | None
+    name: str = Field(validation_alias=AliasPath("record", "name"))
+    address: str = Field(validation_alias=AliasPath("record", "address"))
+    phone: str | None = Field(validation_alias=AliasPath("record", "phone"))
     state: RowState
     status: RowStatus = Field(description="The state in the original service's words")
     hospital_id: int | None
-    creation_batch_id: str
+    creation_batch_id: UUID
     attempts: int
     error_code: str | None
     error: str | None
@@ -219,7 +222,7 @@ class EventMessage(_Model):
     state: JobState | None = None
     row: int | None = None
     hospital_id: int | None = None
-    creation_batch_id: str | None = None
+    creation_batch_id: UUID | None = None
     error_code: str | None = None
     error: str | None = None
     delay: float | None = None

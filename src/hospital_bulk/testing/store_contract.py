@@ -56,13 +56,13 @@ _BATCH_SIZE = 20
 def make_job(rows: int = 3, *, key: str | None = None) -> tuple[Job, list[RowOutcome]]:
     """A new pending job of ``rows`` pending rows (``file.csv``), and those rows."""
     job_id = str(uuid.uuid4())
-    batch_ids = _batch_ids(uuid.UUID(job_id), rows)
+    creation_batch_ids = _batch_ids(uuid.UUID(job_id), rows)
     now = dt.datetime.now(dt.UTC)
     job = Job(
         id=job_id,
         state=JobState.PENDING,
         total_rows=rows,
-        batch_ids=batch_ids,
+        creation_batch_ids=creation_batch_ids,
         created_at=now,
         updated_at=now,
         progress=Progress(total=rows),
@@ -74,7 +74,7 @@ def make_job(rows: int = 3, *, key: str | None = None) -> tuple[Job, list[RowOut
             row=number,
             line=number + 1,
             record=HospitalRecord(f"Hospital {number}", f"{number} Main St", None),
-            batch_id=batch_ids[(number - 1) // _BATCH_SIZE],
+            creation_batch_id=creation_batch_ids[(number - 1) // _BATCH_SIZE],
         )
         for number in range(1, rows + 1)
     ]

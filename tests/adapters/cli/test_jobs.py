@@ -23,7 +23,7 @@ def import_embedded(runner: CliRunner, example: Path, *args: str) -> str:
         app, ["import", str(example), "--json", "--directory", "embedded", *FAST, *args]
     )
     assert 0 == result.exit_code, result.output
-    job_id: str = json.loads(result.stdout.splitlines()[-1])["summary"]["batch_id"]
+    job_id: str = json.loads(result.stdout.splitlines()[-1])["summary"]["job_id"]
     return job_id
 
 
@@ -163,7 +163,7 @@ def test_delete_removes_the_hospitals_upstream(
     imported = runner.invoke(
         app, ["import", str(example), "--json", "--api", standin.url, "--store", store]
     )
-    job_id = json.loads(imported.stdout.splitlines()[-1])["summary"]["batch_id"]
+    job_id = json.loads(imported.stdout.splitlines()[-1])["summary"]["job_id"]
 
     declined = runner.invoke(
         app, ["delete", job_id, "--api", standin.url, "--store", store], input="n\n"

@@ -72,7 +72,7 @@ def test_a_job_imported_from_the_shell_is_seen_by_the_service(
     result = runner.invoke(
         app, ["import", str(example), "--json", "--directory", "embedded", *FAST, "--store", store]
     )
-    job_id = json.loads(result.stdout.splitlines()[-1])["summary"]["batch_id"]
+    job_id = json.loads(result.stdout.splitlines()[-1])["summary"]["job_id"]
 
     response = httpx.get(f"{service}/bulk/status/{job_id}", timeout=10)
 
