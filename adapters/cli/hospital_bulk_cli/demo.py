@@ -28,7 +28,7 @@ from .output import stdout
 from .progress import ProgressBarView
 from .running import conclude, drive, open_processor
 from .servers import require_web_stack
-from .settings import EMBEDDED, ConcurrencyOption, EmbeddedLatencyOption, load_settings
+from .settings import EMBEDDED, with_settings
 
 if TYPE_CHECKING:
     import uvicorn
@@ -53,7 +53,10 @@ def demo_store_url() -> str:
 
 
 @handles_errors
+# Fewer creates at once than the default, so that the bar has something to show.
+@with_settings("embedded_latency", "concurrency", defaults={"concurrency": 5}, api_base=EMBEDDED)
 def demo_command(
+    settings: ServiceSettings,
     host: Annotated[str, typer.Option("--host", help="Interface the service listens on.")] = (
         "127.0.0.1"
     ),
@@ -67,9 +70,6 @@ def demo_command(
         bool,
         typer.Option("--keep-serving", help="Leave the service up afterwards, until Ctrl-C."),
     ] = False,
-    embedded_latency: EmbeddedLatencyOption = 0.5,
-    # Fewer creates at once than the default, so that the bar has something to show.
-    concurrency: ConcurrencyOption = 5,
     store: Annotated[
         str | None,
         typer.Option(
@@ -86,14 +86,7 @@ def demo_command(
     Finishes by itself in a few seconds, unless `--keep-serving`.
     """
     require_web_stack()
-    settings = load_settings(
-        {
-            "api_base": EMBEDDED,
-            "embedded_latency": embedded_latency,
-            "concurrency": concurrency,
-            "store": store or demo_store_url(),
-        }
-    )
+    settings = settings.model_copy(update={"store": store or demo_store_url()})
     raise typer.Exit(anyio.run(_demo, settings, host, port, keep_serving))
 
 

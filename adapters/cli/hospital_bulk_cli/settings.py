@@ -37,123 +37,106 @@ def store_hint() -> str:
     return default_store_url().replace(str(Path.home()), "~", 1)
 
 
-#: Each setting's default: ServiceSettings' own (a test checks), written out so that
-#: ``--help`` shows them without importing the web stack. The store's default is
-#: computed by ServiceSettings.
-DEFAULTS: dict[str, object] = {
-    "api_base": "https://hospital-directory.onrender.com",
-    "embedded_latency": 0.5,
-    "rate_limit": 30,
-    "rate_window": 60.0,
-    "concurrency": 20,
-    "max_rows": 10_000,
-    "store": None,
+#: Each setting a command may take, by ``ServiceSettings`` field: its type, flags,
+#: environment variable (the service's own), metavar, help, limits and default. The
+#: defaults are ServiceSettings' own (a test checks), written out so that ``--help``
+#: shows them without importing the web stack; ``None`` leaves the store's to it.
+_SETTINGS: dict[str, tuple[type, tuple[str, ...], str, str, str, dict[str, Any], object]] = {
+    "api_base": (
+        str,
+        ("--api", "--directory"),
+        "HOSPITAL_API_BASE",
+        "URL|embedded",
+        "The Hospital Directory: its base URL, or `embedded` for a stand-in inside this"
+        " process (offline; gone when the command ends).",
+        {},
+        "https://hospital-directory.onrender.com",
+    ),
+    "embedded_latency": (
+        float,
+        ("--embedded-latency",),
+        "HOSPITAL_BULK_EMBEDDED_LATENCY",
+        "SECONDS",
+        "How long a create takes in the embedded directory (the real one: ~5 s).",
+        {"min": 0.0},
+        0.5,
+    ),
+    "rate_limit": (
+        int,
+        ("--rate-limit",),
+        "HOSPITAL_BULK_RATE_LIMIT",
+        "CREATES",
+        "Creates sent per window (the upstream allows 30 a minute); 0 sends unpaced.",
+        {"min": 0},
+        30,
+    ),
+    "rate_window": (
+        float,
+        ("--rate-window",),
+        "HOSPITAL_BULK_RATE_WINDOW",
+        "SECONDS",
+        "Length of the rate-limit window.",
+        {"min": 0.001},
+        60.0,
+    ),
+    "concurrency": (
+        int,
+        ("--concurrency",),
+        "HOSPITAL_BULK_CONCURRENCY",
+        "N",
+        "Creates in flight at once.",
+        {"min": 1},
+        20,
+    ),
+    "max_rows": (
+        int,
+        ("--max-rows",),
+        "HOSPITAL_BULK_MAX_ROWS",
+        "N",
+        "Largest file accepted, in data rows.",
+        {"min": 1},
+        10_000,
+    ),
+    "store": (
+        str,
+        ("--store",),
+        "HOSPITAL_BULK_STORE",
+        "URL",
+        "Job store: sqlite:///PATH, memory:// or redis://HOST. The default is the"
+        " service's, so both see the same jobs.",
+        {"show_default": store_hint()},
+        None,
+    ),
+}
+DEFAULTS = {field: setting[-1] for field, setting in _SETTINGS.items()}
+OPTIONS = {
+    field: Annotated[
+        kind if default is not None else kind | None,
+        typer.Option(
+            *flags,
+            envvar=env,
+            show_envvar=True,
+            metavar=metavar,
+            help=help,
+            rich_help_panel=SETTINGS_PANEL,
+            **limits,
+        ),
+    ]
+    for field, (kind, flags, env, metavar, help, limits, default) in _SETTINGS.items()
 }
 
 
-def _option(*flags: str, env: str, metavar: str, help: str, **limits: Any) -> Any:
-    return typer.Option(
-        *flags,
-        envvar=env,
-        show_envvar=True,
-        metavar=metavar,
-        help=help,
-        rich_help_panel=SETTINGS_PANEL,
-        **limits,
-    )
-
-
-ApiOption = Annotated[
-    str,
-    _option(
-        "--api",
-        "--directory",
-        env="HOSPITAL_API_BASE",
-        metavar="URL|embedded",
-        help="The Hospital Directory: its base URL, or `embedded` for a stand-in inside"
-        " this process (offline; gone when the command ends).",
-    ),
-]
-EmbeddedLatencyOption = Annotated[
-    float,
-    _option(
-        "--embedded-latency",
-        env="HOSPITAL_BULK_EMBEDDED_LATENCY",
-        metavar="SECONDS",
-        help="How long a create takes in the embedded directory (the real one: ~5 s).",
-        min=0.0,
-    ),
-]
-RateLimitOption = Annotated[
-    int,
-    _option(
-        "--rate-limit",
-        env="HOSPITAL_BULK_RATE_LIMIT",
-        metavar="CREATES",
-        help="Creates sent per window (the upstream allows 30 a minute); 0 sends unpaced.",
-        min=0,
-    ),
-]
-RateWindowOption = Annotated[
-    float,
-    _option(
-        "--rate-window",
-        env="HOSPITAL_BULK_RATE_WINDOW",
-        metavar="SECONDS",
-        help="Length of the rate-limit window.",
-        min=0.001,
-    ),
-]
-ConcurrencyOption = Annotated[
-    int,
-    _option(
-        "--concurrency",
-        env="HOSPITAL_BULK_CONCURRENCY",
-        metavar="N",
-        help="Creates in flight at once.",
-        min=1,
-    ),
-]
-MaxRowsOption = Annotated[
-    int,
-    _option(
-        "--max-rows",
-        env="HOSPITAL_BULK_MAX_ROWS",
-        metavar="N",
-        help="Largest file accepted, in data rows.",
-        min=1,
-    ),
-]
-StoreOption = Annotated[
-    str | None,
-    _option(
-        "--store",
-        env="HOSPITAL_BULK_STORE",
-        metavar="URL",
-        show_default=store_hint(),
-        help="Job store: sqlite:///PATH, memory:// or redis://HOST. The default is the"
-        f" service's ({store_hint()}), so both see the same jobs.",
-    ),
-]
-
-#: Every setting a command may take, by ``ServiceSettings`` field. Typer resolves flag >
-#: variable > default itself; a ``None`` store leaves it to ServiceSettings.
-OPTIONS: dict[str, object] = {
-    "api_base": ApiOption,
-    "embedded_latency": EmbeddedLatencyOption,
-    "rate_limit": RateLimitOption,
-    "rate_window": RateWindowOption,
-    "concurrency": ConcurrencyOption,
-    "max_rows": MaxRowsOption,
-    "store": StoreOption,
-}
 #: What a command that runs jobs takes.
 RUNNING = ("api_base", "embedded_latency", "rate_limit", "rate_window", "concurrency", "store")
 
 
-def with_settings(*fields: str, **fixed: object) -> Callable[[Callable[P, T]], Callable[..., T]]:
+def with_settings(
+    *fields: str, defaults: dict[str, object] | None = None, **fixed: object
+) -> Callable[[Callable[P, T]], Callable[..., T]]:
     """Give a command the options of ``fields`` and call it with ``settings``, the
-    ``ServiceSettings`` they make (``fixed`` values win over flags)."""
+    ``ServiceSettings`` they make: ``defaults`` change the command's defaults,
+    ``fixed`` values are not options at all."""
+    chosen = {**DEFAULTS, **(defaults or {})}
 
     def decorate(command: Callable[P, T]) -> Callable[..., T]:
         signature = inspect.signature(command)
@@ -168,7 +151,7 @@ def with_settings(*fields: str, **fixed: object) -> Callable[[Callable[P, T]], C
             inspect.Parameter(
                 field,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=DEFAULTS[field],
+                default=chosen[field],
                 annotation=OPTIONS[field],
             )
             for field in fields
