@@ -1,8 +1,8 @@
 """The SQLite store's file: its migrations, how our models map to its tables, and
 the statements that read and write them.
 
-Everything here is synchronous and takes the connection last; :mod:`.sqlite` runs
-it in its worker thread, inside the transactions it opens.
+Everything here is synchronous and takes the connection last; :mod:`._sqlite_worker`
+runs it in its worker thread, inside the transactions it opens.
 
 The file's ``PRAGMA user_version`` counts the migrations applied to it. Opening a
 file applies the missing ones, in order, in one write transaction, so two processes

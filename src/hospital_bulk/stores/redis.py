@@ -22,7 +22,6 @@ a busy job's saves never make its transitions retry.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from typing import Any, Self, cast
 
@@ -30,7 +29,6 @@ import anyio
 import attrs
 from redis.asyncio import Redis
 
-from hospital_bulk._convert import structure, unstructure
 from hospital_bulk._events import Event, EventDraft, transition_drafts
 from hospital_bulk._jobs import (
     ACTIVE_STATES,
@@ -45,6 +43,7 @@ from hospital_bulk._jobs import (
 from hospital_bulk._models import RateLimit
 from hospital_bulk.exceptions import JobNotFoundError, StoreError
 
+from . import _redis_codec as codec
 from . import _redis_scripts as scripts
 from ._redis_gate import RedisRateGate
 from ._redis_scripts import store_errors
@@ -57,8 +56,6 @@ DEFAULT_RETENTION = 30 * 24 * 3600.0
 
 #: States whose job's keys start expiring.
 _EXPIRING_STATES = FINISHED_STATES | {JobState.DELETED}
-#: The job hash fields kept apart from ``core``, so saves and renewals touch only them.
-_HOT_FIELDS = ("state", "owner", "lease_expires", "last_seq", "progress", "updated_at")
 #: A transition that keeps losing its compare-and-set gives up after this many reads.
 _TRANSITION_ATTEMPTS = 100
 
@@ -146,20 +143,7 @@ class RedisStore:
         ]
         if job.idempotency_key is not None:
             keys.append(self._idempotency_key(job.idempotency_key))
-        args: list[str | int | float] = [
-            job.id,
-            job.created_at.timestamp(),
-            _core(job),
-            job.state.value,
-            job.owner or "",
-            _stamp(job.lease_expires),
-            _json(event.progress),
-            now.isoformat(),
-            _json(event),
-            int(job.state.is_active),
-        ]
-        for row in rows:
-            args += [row.row, _json(row)]
+        args = codec.add_job_args(job, rows, event, now)
         with store_errors():
             added = await self._add_job(keys=keys, args=args)
         if added == 0:
@@ -173,7 +157,7 @@ class RedisStore:
             fields = await self.client.hgetall(self._job_key(job_id))
         if not fields:
             raise JobNotFoundError(job_id)
-        return _job(cast(dict[str, str], fields))
+        return codec.job_from(cast(dict[str, str], fields))
 
     async def find_job(self, idempotency_key: str) -> Job | None:
         with store_errors():
@@ -209,21 +193,13 @@ class RedisStore:
                 exists, rows = await pipe.execute()
         if not exists:
             raise JobNotFoundError(job_id)
-        by_number = cast(dict[str, str], rows)
-        return [
-            structure(json.loads(by_number[number]), RowOutcome)
-            for number in sorted(by_number, key=int)
-        ]
+        return codec.rows_from(cast(dict[str, str], rows))
 
     async def save(
         self, job_id: str, rows: Sequence[RowOutcome], events: Sequence[EventDraft]
     ) -> list[Event]:
         now = utcnow()
-        progress = _json(events[-1].progress) if events else ""
-        args: list[str | int] = [now.isoformat(), progress, len(rows)]
-        for row in rows:
-            args += [row.row, _json(row)]
-        args += [_json(event) for event in events]
+        args = codec.save_args(rows, events, now)
         keys = [self._job_key(job_id), self._rows_key(job_id), self._events_key(job_id)]
         with store_errors():
             first = int(await self._save(keys=keys, args=args))
@@ -251,7 +227,7 @@ class RedisStore:
             if not fields:
                 raise JobNotFoundError(job_id)
             now = utcnow()
-            job = _job(fields)
+            job = codec.job_from(fields)
             moved = transition_job(job, state, now, allowed=allowed, owner=owner, lease=lease)
             drafts = transition_drafts(state, progress or job.progress, then)
             seq = await self._write_transition(moved, fields["rev"], drafts)
@@ -290,7 +266,7 @@ class RedisStore:
                 raise JobNotFoundError(job_id)
             if not entries and wait > 0:
                 entries = await self._follow(key, after, wait)
-        return [_event(job_id, entry_id, fields) for entry_id, fields in entries]
+        return [codec.event_from(job_id, entry_id, fields) for entry_id, fields in entries]
 
     async def ping(self) -> None:
         with store_errors():
@@ -312,19 +288,7 @@ class RedisStore:
         if moved.idempotency_key is not None:
             keys.append(self._idempotency_key(moved.idempotency_key))
         expire = round(self.retention * 1000) if moved.state in _EXPIRING_STATES else 0
-        args: list[str | int] = [
-            moved.id,
-            rev,
-            _core(moved),
-            moved.state.value,
-            moved.owner or "",
-            _stamp(moved.lease_expires),
-            moved.updated_at.isoformat(),
-            _json(drafts[-1].progress),
-            int(moved.state.is_active),
-            expire,
-            *(_json(draft) for draft in drafts),
-        ]
+        args = codec.transition_args(moved, rev, drafts, expire)
         with store_errors():
             return int(await self._transition(keys=keys, args=args))
 
@@ -353,7 +317,7 @@ class RedisStore:
                     pipe.hgetall(self._job_key(job_id))
                 answers = await pipe.execute()
             found = {
-                job_id: _job(fields) if fields else None
+                job_id: codec.job_from(fields) if fields else None
                 for job_id, fields in zip(ids, answers, strict=True)
             }
             gone = [job_id for job_id, job in found.items() if job is None]
@@ -375,37 +339,3 @@ class RedisStore:
 
     def _idempotency_key(self, key: str) -> str:
         return f"{self.namespace}:idempotency:{key}"
-
-
-def _json(value: object) -> str:
-    return json.dumps(unstructure(value), separators=(",", ":"))
-
-
-def _stamp(moment: dt.datetime | None) -> str:
-    return "" if moment is None else moment.isoformat()
-
-
-def _core(job: Job) -> str:
-    data = unstructure(job)
-    for field in _HOT_FIELDS:
-        del data[field]
-    return json.dumps(data, separators=(",", ":"))
-
-
-def _job(fields: dict[str, str]) -> Job:
-    data = json.loads(fields["core"])
-    data.update(
-        state=fields["state"],
-        owner=fields["owner"] or None,
-        lease_expires=fields["lease_expires"] or None,
-        last_seq=int(fields["last_seq"]),
-        progress=json.loads(fields["progress"]),
-        updated_at=fields["updated_at"],
-    )
-    return structure(data, Job)
-
-
-def _event(job_id: str, entry_id: str, fields: dict[str, str]) -> Event:
-    data = json.loads(fields["event"])
-    data.update(job_id=job_id, seq=int(entry_id.partition("-")[0]), at=fields["at"])
-    return structure(data, Event)

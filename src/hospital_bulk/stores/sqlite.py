@@ -26,21 +26,17 @@ from __future__ import annotations
 
 import functools
 import os
-import sqlite3
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Generic, cast
+from collections.abc import Sequence
 
 import anyio
-import anyio.to_thread
 
 from hospital_bulk._events import Event, EventDraft
 from hospital_bulk._jobs import Job, JobState, Progress, RowOutcome
 from hospital_bulk._models import RateLimit
-from hospital_bulk.exceptions import HospitalBulkError, StoreError
 
 from . import _sqlite_schema as schema
-from ._sqlite_schema import PURGEABLE_STATES, READ_LIMIT, Op, T
+from ._sqlite_schema import PURGEABLE_STATES, READ_LIMIT
+from ._sqlite_worker import Worker
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -59,10 +55,6 @@ POLL_INTERVAL = 0.2
 BUSY_TIMEOUT = 10.0
 #: Finished jobs untouched for this long (30 days) are deleted with their rows and events.
 DEFAULT_RETENTION = 30 * 24 * 60 * 60.0
-#: Most writes committed in one transaction, so readers never wait long behind them.
-MAX_BATCH = 256
-
-MEMORY = ":memory:"
 _PREFIX = "sqlite:///"
 
 
@@ -91,24 +83,6 @@ def path_from_url(url: str) -> str:
     return os.path.expanduser(path) if path.startswith("~") else path
 
 
-class _Write(Generic[T]):
-    """One write waiting for, or done by, a batch."""
-
-    __slots__ = ("error", "op", "taken", "value", "wake")
-
-    def __init__(self, op: Op[T], wake: str | None) -> None:
-        self.op = op
-        self.wake = wake  # the job whose readers to wake once committed
-        self.taken = False
-        self.value: T | None = None
-        self.error: BaseException | None = None
-
-    def outcome(self) -> T:
-        if self.error is not None:
-            raise self.error
-        return cast(T, self.value)
-
-
 class SqliteStore:
     """Jobs, rows and events in one SQLite file; see the module docstring.
 
@@ -125,13 +99,9 @@ class SqliteStore:
         retention: float | None = DEFAULT_RETENTION,
         busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
-        self.path = os.fspath(path)
-        self.retention = retention
-        self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._lock = anyio.Lock()
-        self._queue: list[_Write[Any]] = []
+        self._worker = Worker(
+            os.fspath(path), retention=retention, busy_timeout=busy_timeout, on_commit=self._wake
+        )
         self._signals: dict[str, anyio.Event] = {}
         self._waiters: dict[str, int] = {}
 
@@ -152,29 +122,47 @@ class SqliteStore:
             raise
         return store
 
+    # Read-only: the worker's connection is made from them, so they are fixed at
+    # construction, and kept there alone rather than copied here.
+
+    @property
+    def path(self) -> str:
+        """The file (or ``:memory:``)."""
+        return self._worker.path
+
+    @property
+    def retention(self) -> float | None:
+        """Seconds a finished job stays untouched before it is purged; ``None``: for ever."""
+        return self._worker.retention
+
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a write waits for another process's write lock."""
+        return self._worker.busy_timeout
+
     # -- the protocol ----------------------------------------------------------------
 
     async def add_job(self, job: Job, rows: Sequence[RowOutcome], event: EventDraft) -> Event:
         op = functools.partial(schema.add_job, job, rows, event)
-        return await self._write(op, wake=job.id)
+        return await self._worker.write(op, wake=job.id)
 
     async def get_job(self, job_id: str) -> Job:
-        return await self._read(schema.get_job, job_id)
+        return await self._worker.read(schema.get_job, job_id)
 
     async def find_job(self, idempotency_key: str) -> Job | None:
-        return await self._read(schema.find_job, idempotency_key)
+        return await self._worker.read(schema.find_job, idempotency_key)
 
     async def list_jobs(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
-        return await self._read(schema.list_jobs, limit, offset)
+        return await self._worker.read(schema.list_jobs, limit, offset)
 
     async def get_rows(self, job_id: str) -> list[RowOutcome]:
-        return await self._read(schema.get_rows, job_id)
+        return await self._worker.read(schema.get_rows, job_id)
 
     async def save(
         self, job_id: str, rows: Sequence[RowOutcome], events: Sequence[EventDraft]
     ) -> list[Event]:
         op = functools.partial(schema.save, job_id, rows, events)
-        return await self._write(op, wake=job_id if events else None)
+        return await self._worker.write(op, wake=job_id if events else None)
 
     async def transition(
         self,
@@ -190,24 +178,24 @@ class SqliteStore:
         op = functools.partial(
             schema.transition, job_id, state, progress, then, allowed, owner, lease
         )
-        return await self._write(op, wake=job_id)
+        return await self._worker.write(op, wake=job_id)
 
     async def renew_lease(self, job_id: str, owner: str, lease: float) -> bool:
-        return await self._write(functools.partial(schema.renew_lease, job_id, owner, lease))
+        return await self._worker.write(functools.partial(schema.renew_lease, job_id, owner, lease))
 
     async def active_jobs(self) -> list[Job]:
-        return await self._read(schema.active_jobs)
+        return await self._worker.read(schema.active_jobs)
 
     async def read_events(self, job_id: str, after: int = 0, *, wait: float = 0.0) -> list[Event]:
         if wait <= 0:
-            return await self._read(schema.read_events, job_id, after)
+            return await self._worker.read(schema.read_events, job_id, after)
         deadline = anyio.current_time() + wait
         self._waiters[job_id] = self._waiters.get(job_id, 0) + 1
         try:
             while True:
                 # Taken before the read: a write committed after the read sets it.
                 signal = self._signal(job_id)
-                events = await self._read(schema.read_events, job_id, after)
+                events = await self._worker.read(schema.read_events, job_id, after)
                 remaining = deadline - anyio.current_time()
                 if events or remaining <= 0:
                     return events
@@ -225,16 +213,10 @@ class SqliteStore:
         return
 
     async def ping(self) -> None:
-        await self._read(schema.ping)
+        await self._worker.read(schema.ping)
 
     async def aclose(self) -> None:
-        # Shielded: a connection left open by a cancelled close would leak.
-        with anyio.CancelScope(shield=True):
-            async with self._lock:  # lets an operation in flight finish first
-                self._closed = True
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    await anyio.to_thread.run_sync(conn.close)
+        await self._worker.aclose()
 
     # -- beyond the protocol ---------------------------------------------------------
 
@@ -243,151 +225,9 @@ class SqliteStore:
         ``retention``; returns how many. Pending, active and interrupted jobs stay."""
         if self.retention is None:
             return 0
-        return await self._write(functools.partial(schema.purge, self.retention))
+        return await self._worker.write(functools.partial(schema.purge, self.retention))
 
-    # -- plumbing --------------------------------------------------------------------
-
-    async def _read(self, op: Callable[..., T], *args: Any) -> T:
-        async with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            # Not abandoned on cancellation: the lock must outlive the statement.
-            return await anyio.to_thread.run_sync(self._run, functools.partial(op, *args))
-
-    async def _write(self, op: Op[T], *, wake: str | None = None) -> T:
-        """Queue ``op``; whoever holds the lock next commits every queued write."""
-        write = _Write(op, wake)
-        self._queue.append(write)
-        try:
-            async with self._lock:
-                # Usually taken already by the batch of a task ahead of us.
-                while not write.taken:
-                    await self._flush()
-        except BaseException:
-            # Cancelled before any batch took it: it never happens.
-            if not write.taken:
-                self._queue.remove(write)
-            raise
-        return write.outcome()
-
-    async def _flush(self) -> None:
-        batch = self._queue[:MAX_BATCH]
-        del self._queue[:MAX_BATCH]
-        for write in batch:
-            write.taken = True
-        if self._closed:
-            for write in batch:
-                write.error = self._closed_error()
-            return
-        await anyio.to_thread.run_sync(self._run_batch, batch)
-        for write in batch:
-            if write.error is None and write.wake is not None:
-                self._wake(write.wake)
-
-    def _run(self, op: Op[T]) -> T:
-        """In the worker thread: connect if need be, run ``op``, translate errors."""
-        try:
-            return op(self._connection())
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
-
-    def _run_batch(self, batch: Sequence[_Write[Any]]) -> None:
-        """In the worker thread: every write of ``batch`` in one transaction."""
-        try:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-        except Exception as exc:
-            error = self._translate(exc)
-            for write in batch:
-                # One exception each: every caller raises (and extends) its own.
-                write.error = StoreError(str(error))
-                write.error.__cause__ = exc
-            return
-        # A savepoint each, so that one failing write leaves the others of the batch;
-        # a batch of one needs none: its failure rolls the transaction back.
-        alone = len(batch) == 1
-        try:
-            for write in batch:
-                if not alone:
-                    conn.execute("SAVEPOINT write")
-                try:
-                    write.value = write.op(conn)
-                except Exception as exc:
-                    if not alone:
-                        conn.execute("ROLLBACK TO write")
-                    write.error = self._translate(exc)
-                if not alone:
-                    conn.execute("RELEASE write")
-            conn.execute("ROLLBACK" if alone and batch[0].error is not None else "COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            # Nothing of the batch is committed: no write may report success. Those
-            # refused on their own (a conflict, an unknown job) keep their answer.
-            for write in batch:
-                if write.error is None:
-                    write.value = None
-                    write.error = self._translate(exc) if isinstance(exc, Exception) else exc
-            if not isinstance(exc, Exception):
-                raise
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != MEMORY:
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create the directory of the job store {self.path}: {exc}"
-                ) from exc
-        # isolation_level=None: no implicit transactions; we BEGIN IMMEDIATE ourselves.
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,  # used from worker threads, one at a time
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000):d}")
-            conn.execute("PRAGMA foreign_keys = ON")  # rows and events go with their job
-            # A file system without shared memory keeps its old journal mode: slower
-            # with concurrent readers, still correct, so the answer is not checked.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            schema.migrate(self.path, conn)
-            if self.retention is not None:
-                conn.execute("BEGIN IMMEDIATE")
-                schema.purge(self.retention, conn)
-                conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _translate(self, exc: Exception) -> Exception:
-        if isinstance(exc, sqlite3.Error):
-            return self._error(exc)
-        if isinstance(exc, HospitalBulkError):
-            return exc
-        return StoreError(f"the job store {self.path} failed: {exc!r}")
-
-    def _error(self, exc: sqlite3.Error) -> StoreError:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return StoreError(
-                f"the job store {self.path} stayed locked by another connection for more "
-                f"than {self.busy_timeout:g} s: {exc}"
-            )
-        if code == sqlite3.SQLITE_CANTOPEN:
-            return StoreError(f"cannot open the job store {self.path}: {exc}")
-        return StoreError(f"the job store {self.path} failed: {exc}")
-
-    def _closed_error(self) -> StoreError:
-        return StoreError(f"the job store {self.path} is closed")
+    # -- waking readers --------------------------------------------------------------
 
     def _signal(self, job_id: str) -> anyio.Event:
         signal = self._signals.get(job_id)

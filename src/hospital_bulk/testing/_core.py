@@ -3,25 +3,35 @@
 :class:`DirectoryCore` holds the state and runs every operation as the upstream
 does, signalling its answers with :class:`Answer`, :class:`NotSent` and
 :class:`Lost`; :class:`~hospital_bulk.testing.FakeDirectory` turns those into our exceptions (the
-client face) or into HTTP responses (the HTTP face).
+client face) or into HTTP responses (the HTTP face). The checks a request meets
+before an operation runs, and their wording, are in :mod:`._rules`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import math
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 from uuid import UUID
 
 import anyio
 import attrs
 
 from hospital_bulk._models import Hospital, RateLimit
+
+from ._rules import (
+    Answer,
+    Lost,
+    NotSent,
+    Window,
+    hospital_fields,
+    parse_batch_id,
+    parse_hospital_id,
+    throttled,
+)
 
 Operation = Literal[
     "create",
@@ -73,23 +83,6 @@ class DirectoryStats:
     max_creates_in_flight: int = 0
 
 
-class Answer(Exception):  # noqa: N818 - a signal inside the fake, not an error users see
-    """An error answer: the HTTP face sends it, the client face raises from it."""
-
-    def __init__(self, status: int, body: object) -> None:
-        super().__init__(status, body)
-        self.status = status
-        self.body = body
-
-
-class NotSent(Exception):  # noqa: N818 - a signal inside the fake
-    """The connection was refused: nothing reached the directory."""
-
-
-class Lost(Exception):  # noqa: N818 - a signal inside the fake
-    """The call ran, then the connection broke before its answer."""
-
-
 #: The rate-limit key of callers that do not say who they are: the in-process
 #: fake has this one client; the HTTP face may pass each caller's address.
 ONE_CLIENT = ""
@@ -101,24 +94,6 @@ class _Rule:
     operation: str
     times: int
     name: str | None
-
-
-@attrs.define
-class _Window:
-    """A fixed window that opens at the first request after the last one closed."""
-
-    limit: RateLimit
-    opened: float = -math.inf
-    used: int = 0
-
-    def admit(self, now: float) -> bool:
-        if now >= self.opened + self.limit.window:
-            self.opened, self.used = now, 0
-        self.used += 1
-        return self.used <= self.limit.count
-
-
-UNPARSABLE = object()  # stands for an HTTP body that is not JSON
 
 
 class DirectoryCore:
@@ -149,7 +124,7 @@ class DirectoryCore:
         self._batches: dict[UUID, dict[int, None]] = {}  # batch id -> member ids, in order
         self._next_id = 1
         self._rules: list[_Rule] = []
-        self._windows: dict[tuple[str, str], _Window] = {}  # (client, operation) -> window
+        self._windows: dict[tuple[str, str], Window] = {}  # (client, operation) -> window
         # Bumped by reset(): a create in flight across it is lost, as in a restart.
         self._generation = 0
 
@@ -221,7 +196,7 @@ class DirectoryCore:
         gate = _Gate(fault)
         limit = self._limit(operation)
         if limit is not None:
-            window = self._windows.setdefault((client, operation), _Window(limit))
+            window = self._windows.setdefault((client, operation), Window(limit))
             if not window.admit(self._clock()):
                 raise self._throttled(operation) if gate.instead is None else gate.instead
         return gate
@@ -242,14 +217,12 @@ class DirectoryCore:
 
     def _throttled(self, operation: str) -> Answer:
         self.stats.throttled += 1
-        # Without a configured limit, an injected 429 words the upstream's own.
-        limit = self._limit(operation) or RateLimit({"create": 30, "ping": 100}.get(operation, 50))
-        return Answer(429, {"error": f"Rate limit exceeded: {_describe(limit)}"})
+        return throttled(operation, self._limit(operation))
 
     async def _create(self, body: object, *, client: str = ONE_CLIENT) -> Hospital:
         name = body.get("name") if isinstance(body, dict) else None
         with self._gate("create", name if isinstance(name, str) else None, client):
-            name, address, phone, batch_id = _fields(body, with_batch=True)
+            name, address, phone, batch_id = hospital_fields(body, with_batch=True)
             # Counted before the sleep and stored after it: concurrent creates overshoot.
             if batch_id is not None and len(self._batches.get(batch_id, {})) >= self.batch_cap:
                 raise Answer(400, {"detail": f"Batch cannot exceed {self.batch_cap} hospitals"})
@@ -298,19 +271,13 @@ class DirectoryCore:
                 del self._batches[batch_id]
 
     def _members(self, raw_batch_id: str) -> list[Hospital]:
-        batch_id = _uuid(raw_batch_id)
-        if batch_id is None:
-            raise _invalid("uuid_parsing", ["path", "batch_id"], _NOT_UUID, raw_batch_id)
-        members = self.batch(batch_id)
+        members = self.batch(parse_batch_id(raw_batch_id))
         if not members:
             raise Answer(404, {"detail": "No hospitals found for this batch"})
         return members
 
     def _existing(self, raw_hospital_id: str) -> Hospital:
-        if re.fullmatch(r"\s*[+-]?\d+\s*", raw_hospital_id) is None:
-            msg = "Input should be a valid integer, unable to parse string as an integer"
-            raise _invalid("int_parsing", ["path", "hospital_id"], msg, raw_hospital_id)
-        hospital = self._store.get(int(raw_hospital_id))
+        hospital = self._store.get(parse_hospital_id(raw_hospital_id))
         if hospital is None:
             raise Answer(404, {"detail": "Hospital not found"})
         return hospital
@@ -352,7 +319,7 @@ class DirectoryCore:
     ) -> Hospital:
         with self._gate("update_hospital", client=client):
             hospital = self._existing(raw_hospital_id)
-            name, address, phone, _ = _fields(body, with_batch=False)
+            name, address, phone, _ = hospital_fields(body, with_batch=False)
             updated = attrs.evolve(hospital, name=name, address=address, phone=phone)
             self._store[hospital.id] = updated
             return updated
@@ -381,59 +348,3 @@ class _Gate:
         # Cancellation passes through: only an answer (or success) can be hidden.
         if self.instead is not None and (exc is None or isinstance(exc, Answer)):
             raise self.instead
-
-
-def _describe(limit: RateLimit) -> str:
-    """A limit as slowapi words it: "30 per 1 minute"."""
-    if limit.window % 60 == 0:
-        return f"{limit.count} per {limit.window / 60:g} minute"
-    return f"{limit.count} per {limit.window:g} second"
-
-
-_NOT_UUID, _NOT_STRING = "Input should be a valid UUID", "Input should be a valid string"
-
-
-def _error(kind: str, loc: list[str], msg: str, value: object = None) -> dict[str, Any]:
-    """One pydantic error as FastAPI reports it in a 422."""
-    return {"type": kind, "loc": loc, "msg": msg, "input": value}
-
-
-def _invalid(kind: str, loc: list[str], msg: str, value: object = None) -> Answer:
-    return Answer(422, {"detail": [_error(kind, loc, msg, value)]})
-
-
-def _uuid(raw: object) -> UUID | None:
-    try:
-        return UUID(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-
-
-def _fields(body: object, *, with_batch: bool) -> tuple[str, str, str | None, UUID | None]:
-    """Validate a create (or update) body as the upstream's pydantic model does."""
-    if body is UNPARSABLE:
-        raise _invalid("json_invalid", ["body"], "JSON decode error")
-    if not isinstance(body, dict):
-        msg = "Input should be a valid dictionary or object to extract fields from"
-        raise _invalid("model_attributes_type", ["body"], msg, body)
-    errors = []
-    for key in ("name", "address"):
-        value = body.get(key)
-        if key not in body:
-            errors.append(_error("missing", ["body", key], "Field required"))
-        elif not isinstance(value, str):
-            errors.append(_error("string_type", ["body", key], _NOT_STRING, value))
-        elif not value.strip():
-            msg = f"Value error, {key} must not be blank"
-            errors.append(_error("value_error", ["body", key], msg, value))
-    phone = body.get("phone")
-    if phone is not None and not isinstance(phone, str):
-        errors.append(_error("string_type", ["body", "phone"], _NOT_STRING, phone))
-    raw_batch_id = body.get("creation_batch_id") if with_batch else None
-    batch_id = None if raw_batch_id is None else _uuid(raw_batch_id)
-    if raw_batch_id is not None and batch_id is None:
-        loc = ["body", "creation_batch_id"]
-        errors.append(_error("uuid_parsing", loc, _NOT_UUID, raw_batch_id))
-    if errors:
-        raise Answer(422, {"detail": errors})
-    return body["name"], body["address"], phone, batch_id

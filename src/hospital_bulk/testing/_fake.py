@@ -32,18 +32,8 @@ from hospital_bulk.exceptions import (
     ThrottledError,
 )
 
-from ._core import (
-    ONE_CLIENT,
-    OPERATIONS,
-    UNPARSABLE,
-    Answer,
-    DirectoryCore,
-    DirectoryStats,
-    Fault,
-    Lost,
-    NotSent,
-    Operation,
-)
+from ._core import ONE_CLIENT, OPERATIONS, DirectoryCore, DirectoryStats, Fault, Operation
+from ._rules import UNPARSABLE, Answer, Lost, NotSent
 
 __all__ = ["OPERATIONS", "DirectoryStats", "FakeDirectory", "Fault", "Operation"]
 
