@@ -152,19 +152,20 @@ async def test_list_of_an_empty_batch_is_empty(
     ("response", "expected"),
     [
         (httpx.Response(200, json={"activated_count": 3, "message": "ok"}), 3),
-        (httpx.Response(200, json={}), 0),
-        (httpx.Response(200), 0),
-        (httpx.Response(204), 0),
+        (httpx.Response(200, json={"activated": True}), None),
+        (httpx.Response(200, json={}), None),
+        (httpx.Response(200), None),
+        (httpx.Response(204), None),
     ],
-    ids=["count", "empty-object", "empty-200", "204"],
+    ids=["count", "original-shape", "empty-object", "empty-200", "204"],
 )
-async def test_activate_returns_the_count_or_zero_when_none_is_given(
+async def test_activate_returns_the_count_or_none_when_none_is_given(
     upstream: respx.MockRouter,
     client: HttpDirectoryClient,
     response: httpx.Response,
-    expected: int,
+    expected: int | None,
 ) -> None:
-    """PATCH .../activate: ``activated_count`` when sent, else 0 (the 2xx is the news)."""
+    """PATCH .../activate: ``activated_count`` when sent, else None (the 2xx is the news)."""
     upstream.patch(f"/hospitals/batch/{BATCH}/activate").mock(return_value=response)
 
     assert expected == await client.activate_batch(BATCH)
@@ -535,3 +536,27 @@ def test_a_base_url_must_be_absolute_http(base_url: str) -> None:
     """A relative or non-HTTP base URL is refused at once."""
     with pytest.raises(ValueError, match="base_url"):
         HttpDirectoryClient(base_url)
+
+
+async def test_an_unreadable_listing_is_not_asked_again(
+    upstream: respx.MockRouter, client: HttpDirectoryClient
+) -> None:
+    """A 2xx listing that is not JSON: UnreadableAnswerError (a MaybeLandedError), and
+    the engine's retries leave it alone: the same question gets the same answer."""
+    from hospital_bulk import CallKind, ProcessorSettings, UnreadableAnswerError
+    from hospital_bulk._calls import UpstreamCalls
+    from hospital_bulk._pacing import LocalRateGate, Pacer
+
+    route = upstream.get(f"/hospitals/batch/{BATCH}").mock(
+        return_value=httpx.Response(200, text="<html>maintenance</html>")
+    )
+    settings = ProcessorSettings()
+    gate = LocalRateGate(create_limit=None, other_limit=None)
+
+    async def ignore(delay: float) -> None:
+        return None
+
+    calls = UpstreamCalls(client, Pacer(concurrency=1, gate=gate), settings.retry, ignore)
+    with pytest.raises(UnreadableAnswerError):
+        await calls.call(CallKind.OTHER, lambda: client.list_batch(BATCH), idempotent=True)
+    assert 1 == route.call_count

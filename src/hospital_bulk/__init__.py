@@ -40,6 +40,7 @@ from .exceptions import (
     RejectedError,
     StoreError,
     ThrottledError,
+    UnreadableAnswerError,
 )
 from .stores.memory import MemoryStore
 
@@ -89,6 +90,7 @@ __all__ = [
     "Severity",
     "StoreError",
     "ThrottledError",
+    "UnreadableAnswerError",
     "UpstreamLimits",
     "ValidationReport",
     "read_csv",

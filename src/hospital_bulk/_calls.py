@@ -16,7 +16,13 @@ import stamina
 from ._client import DirectoryClient
 from ._pacing import CallKind, Pacer, full_jitter
 from ._settings import RetryPolicy
-from .exceptions import DirectoryError, MaybeLandedError, NotSentError, ThrottledError
+from .exceptions import (
+    DirectoryError,
+    MaybeLandedError,
+    NotSentError,
+    ThrottledError,
+    UnreadableAnswerError,
+)
 
 T = TypeVar("T")
 
@@ -56,7 +62,8 @@ class UpstreamCalls:
         """Send, retrying failures that prove nothing landed (not sent, throttled).
 
         An idempotent call (a listing, a delete) is retried after a maybe-landed
-        failure too; a create or an activation never is. Once ``stop`` is set, a
+        failure too, but for an answer it could not read; a create or an activation
+        never is. Once ``stop`` is set, a
         create still waiting for its turn raises :class:`StopRequestedError` unsent.
         """
         retry_on: tuple[type[DirectoryError], ...] = (NotSentError, ThrottledError)
@@ -65,13 +72,15 @@ class UpstreamCalls:
         try:
             # Most calls succeed at once: only a failure pays for setting up retries.
             return await self._send_once(kind, send, stop)
-        except retry_on:
+        except retry_on as error:
+            if isinstance(error, UnreadableAnswerError):
+                raise
             await anyio.sleep(self._backoff(1))
         attempt = 1
 
         def backoff(error: Exception) -> bool | float:
             nonlocal attempt
-            if not isinstance(error, retry_on):
+            if not isinstance(error, retry_on) or isinstance(error, UnreadableAnswerError):
                 return False
             attempt += 1
             return self._backoff(attempt)

@@ -15,7 +15,13 @@ import httpx
 
 from ._convert import structure
 from ._models import Hospital, HospitalRecord
-from .exceptions import MaybeLandedError, NotSentError, RejectedError, ThrottledError
+from .exceptions import (
+    MaybeLandedError,
+    NotSentError,
+    RejectedError,
+    ThrottledError,
+    UnreadableAnswerError,
+)
 
 DEFAULT_BASE_URL = "https://hospital-directory.onrender.com"
 
@@ -35,8 +41,9 @@ class DirectoryClient(Protocol):
         """Every hospital of ``batch_id``; an empty or unknown batch is ``[]``."""
         ...
 
-    async def activate_batch(self, batch_id: UUID) -> int:
-        """Activate every hospital of ``batch_id``; returns how many were activated."""
+    async def activate_batch(self, batch_id: UUID) -> int | None:
+        """Activate every hospital of ``batch_id``; returns how many were activated, or
+        ``None`` when the directory did not say (its 2xx says: all of them)."""
         ...
 
     async def delete_batch(self, batch_id: UUID) -> int:
@@ -162,11 +169,11 @@ class HttpDirectoryClient:
             raise _invalid(response, "a batch listing that is not a list")
         return [_hospital(item, response) for item in body]
 
-    async def activate_batch(self, batch_id: UUID) -> int:
+    async def activate_batch(self, batch_id: UUID) -> int | None:
         """Activate every hospital of ``batch_id`` and return ``activated_count``.
 
-        A success whose body has no count (empty, or ``{}``) returns ``0``: the 2xx
-        itself says the batch was activated, all of it; list the batch to count.
+        A success whose body has no count (empty, ``{}``, ``{"activated": true}``)
+        returns ``None``: the 2xx itself says the batch was activated, all of it.
         An empty batch is :class:`~hospital_bulk.exceptions.RejectedError` (404), a
         batch already activated is ``RejectedError`` (400).
         """
@@ -179,7 +186,7 @@ class HttpDirectoryClient:
         A missing batch (404) is ``0``, and so is a success whose body has no count.
         """
         response = await self._send("DELETE", f"/hospitals/batch/{batch_id}", absent_ok=True)
-        return 0 if response is None else _count(response, "deleted_count")
+        return 0 if response is None else _count(response, "deleted_count") or 0
 
     async def delete_hospital(self, hospital_id: int) -> bool:
         """Delete one hospital: ``True`` once deleted, ``False`` when it did not exist."""
@@ -297,9 +304,9 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _invalid(response: httpx.Response, what: str) -> MaybeLandedError:
+def _invalid(response: httpx.Response, what: str) -> UnreadableAnswerError:
     # A 2xx we cannot read still says the upstream acted: it may have landed.
-    return MaybeLandedError(
+    return UnreadableAnswerError(
         f"{what} ({response.status_code}): {response.text[:200]!r}",
         status=response.status_code,
     )
@@ -319,13 +326,14 @@ def _hospital(data: object, response: httpx.Response) -> Hospital:
         raise _invalid(response, "an invalid hospital") from exc
 
 
-def _count(response: httpx.Response, key: str) -> int:
+def _count(response: httpx.Response, key: str) -> int | None:
+    """The count the answer gives; ``None`` when it gives none (the 2xx alone tells)."""
     if not response.content.strip():
-        return 0
+        return None
     body = _json(response)
     if not isinstance(body, dict):
         raise _invalid(response, f"an answer without {key}")
-    count = body.get(key, 0)
-    if type(count) is not int:
+    count = body.get(key)
+    if count is not None and type(count) is not int:
         raise _invalid(response, f"an invalid {key}")
     return count

@@ -300,9 +300,9 @@ class JobWork:
                 return  # retries exhausted: the job ends with this batch inactive, resumable
             activated = [row.settled(RowState.ACTIVATED, row.hospital_id) for row in rows]
             await self._update_many(activated, creation_batch_id=creation_batch_id, count=count)
-            if count != len(rows):
-                # More or fewer than ours (or an answer without a count): look, delete
-                # copies nobody claims, and see which rows are really there.
+            if count is not None and count != len(rows):
+                # More or fewer than ours: look, delete copies nobody claims, and see
+                # which rows are really there. An answer without a count says "all".
                 await self._try_reconcile(creation_batch_id)
             return
 
@@ -353,7 +353,7 @@ class JobWork:
         await self.store.save(self.job.id, [row], drafts)
 
     async def _update_many(
-        self, rows: Sequence[RowOutcome], *, creation_batch_id: UUID, count: int
+        self, rows: Sequence[RowOutcome], *, creation_batch_id: UUID, count: int | None
     ) -> None:
         for row in rows:
             self.tally.move(self.rows[row.row].state, row.state)

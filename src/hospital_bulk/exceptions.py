@@ -8,7 +8,9 @@
     │   ├── ThrottledError             429: nothing stored; ``retry_after`` if sent
     │   ├── NotSentError               nothing reached the upstream (connect error, pool timeout)
     │   └── MaybeLandedError           the request may have been applied (timeout after sending,
-    │                                  5xx, broken or unparsable response)
+    │       │                          5xx, broken response)
+    │       └── UnreadableAnswerError  a 2xx whose body we cannot read: asking again will
+    │                                  not make it readable
     ├── JobNotFoundError               no job with that id
     ├── JobConflictError               the job's state does not allow the operation (e.g. running)
     ├── InvalidCsvError                a file failed validation; carries the report
@@ -59,6 +61,12 @@ class NotSentError(DirectoryError):
 
 class MaybeLandedError(DirectoryError):
     """The request may have been applied upstream; only a look tells."""
+
+
+class UnreadableAnswerError(MaybeLandedError):
+    """The directory answered 2xx with a body we cannot read: it acted, but how is
+    unknown. Never retried, not even for a listing: the same question gets the same
+    answer."""
 
 
 class JobNotFoundError(HospitalBulkError):

@@ -17,7 +17,7 @@ from rich.markup import escape
 from hospital_bulk import reimportable_rows
 
 from .errors import CliError, Exit, handles_errors
-from .importing import FailedOutOption, run_job
+from .importing import run_job
 from .output import (
     SHOWN_ROWS,
     job_table,
@@ -121,7 +121,15 @@ def status_command(
 def resume_command(
     job_id: JobIdArgument,
     settings: ServiceSettings,
-    failed_out: FailedOutOption = None,
+    failed_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--failed-out",
+            metavar="PATH",
+            show_default=False,
+            help="Write the rows that still fail to this CSV.",
+        ),
+    ] = None,
     json_lines: JsonLinesOption = False,
 ) -> None:
     """Finish a job: send the rows not created yet, check those that may have landed,

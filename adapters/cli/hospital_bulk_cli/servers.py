@@ -38,7 +38,7 @@ def require_web_stack() -> None:
         import hospital_bulk_fastapi  # noqa: F401
     except ImportError as error:
         raise CliError(
-            f"this command runs a web server: pip install 'hospital-bulk[cli,fastapi]' ({error})"
+            f"this command runs a web server: pip install 'hospital-bulk[cli]' ({error})"
         ) from None
 
 

@@ -22,6 +22,7 @@ from hospital_bulk import BulkProcessor, JobConflictError
 from . import routes_health, routes_jobs, routes_live, routes_upload
 from .deps import Service
 from .errors import install_error_handlers
+from .lazy import StartsOnFirstUse
 from .limits import MULTIPART_SLACK, BodyLimit
 from .openapi import install_openapi
 from .settings import ServiceSettings, open_processor
@@ -61,6 +62,12 @@ def create_app(
     app.state.injected_processor = processor
     app.state.hospital_bulk = None
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
+    # Outermost: without a lifespan (a bare TestClient), the service starts on first use.
+    app.add_middleware(
+        StartsOnFirstUse,
+        lifespan=lambda: _lifespan(app),
+        running=lambda: app.state.hospital_bulk is not None,
+    )
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(routes_upload.router)

@@ -120,8 +120,8 @@ class RedisStore:
         other_limit: RateLimit | None,
         unpaced_pause: float = 1.0,
     ) -> RedisRateGate:
-        """Pacing shared with every process on this Redis and namespace: hand it to
-        ``BulkProcessor(..., rate_gate=...)`` with the processor's own limits."""
+        """Pacing shared with every process on this Redis and namespace; a
+        ``BulkProcessor`` on this store takes it by itself."""
         return RedisRateGate(
             self.client,
             namespace=self.namespace,

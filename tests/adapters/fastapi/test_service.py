@@ -178,8 +178,11 @@ async def test_readyz_is_503_when_the_store_does_not_answer(
     assert (200, {"status": "ok"}) == (alive.status_code, alive.json())
 
 
-async def test_outside_its_lifespan_the_service_is_503(settings: ServiceSettings) -> None:
-    """Before start-up (or after shutdown) routes answer 503, not a crash."""
+async def test_without_a_lifespan_the_service_starts_on_first_use(
+    settings: ServiceSettings,
+) -> None:
+    """No lifespan ran (a bare ASGI transport): the first request starts the service,
+    which then answers like a started one."""
     app = create_app(settings)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url=BASE_URL
@@ -187,8 +190,8 @@ async def test_outside_its_lifespan_the_service_is_503(settings: ServiceSettings
         status = await client.get("/bulk/status/x")
         ready = await client.get("/readyz")
 
-    assert (503, "unavailable") == (status.status_code, status.json()["code"])
-    assert 503 == ready.status_code
+    assert (404, "job_not_found") == (status.status_code, status.json()["code"])
+    assert 200 == ready.status_code
 
 
 async def test_a_store_failure_is_503(settings: ServiceSettings, fake: FakeDirectory) -> None:
