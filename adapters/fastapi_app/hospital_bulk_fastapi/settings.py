@@ -47,9 +47,9 @@ class ServiceSettings(BaseSettings):
     #: ``HOSPITAL_BULK_STORE``: ``memory://``, ``sqlite:///PATH`` or ``redis://HOST``.
     store: str = Field(default_factory=default_store_url, min_length=1)
     #: ``HOSPITAL_BULK_RATE_LIMIT``: creates per window; 0 sends as fast as allowed.
-    rate_limit: Annotated[int, Field(ge=0)] = 30
+    rate_limit: Annotated[int, Field(ge=0)] = UPSTREAM_LIMITS.create.count
     #: ``HOSPITAL_BULK_RATE_WINDOW``: the rate window, in seconds.
-    rate_window: Annotated[float, Field(gt=0)] = 60.0
+    rate_window: Annotated[float, Field(gt=0)] = UPSTREAM_LIMITS.create.window
     #: ``HOSPITAL_BULK_CONCURRENCY``: calls in flight at once, all jobs together.
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
     #: ``HOSPITAL_BULK_MAX_ROWS``: data rows a file may hold.

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from hospital_bulk import RateLimit
+from hospital_bulk import UPSTREAM_LIMITS, RateLimit
 from hospital_bulk.testing import OPERATIONS, FakeDirectory, Fault, Operation
 
 __all__ = [
@@ -54,8 +54,8 @@ ENV_OTHER_LIMIT = "HOSPITAL_DIRECTORY_OTHER_LIMIT"
 ENV_ADMIN = "HOSPITAL_DIRECTORY_ADMIN"
 
 # The upstream's own limits, per client IP.
-_CREATE_LIMIT = RateLimit(30, 60.0)
-_OTHER_LIMIT = RateLimit(50, 60.0)
+_CREATE_LIMIT = UPSTREAM_LIMITS.create
+_OTHER_LIMIT = UPSTREAM_LIMITS.other
 
 # A cut answer declares this many bytes and sends only the first few.
 _CUT_LENGTH = 256

@@ -20,7 +20,7 @@ from uuid import UUID
 import anyio
 import attrs
 
-from hospital_bulk._models import Hospital, RateLimit
+from hospital_bulk._models import UPSTREAM_LIMITS, Hospital, RateLimit
 
 from ._rules import (
     Answer,
@@ -107,7 +107,7 @@ class DirectoryCore:
         self,
         *,
         latency: float = 0.0,
-        batch_cap: int = 20,
+        batch_cap: int = UPSTREAM_LIMITS.batch_cap,
         create_limit: RateLimit | None = None,
         other_limit: RateLimit | None = None,
         capacity: int = 10_000,

@@ -23,7 +23,7 @@ from uuid import UUID
 
 import attrs
 
-from hospital_bulk._models import RateLimit
+from hospital_bulk._models import UPSTREAM_LIMITS, RateLimit
 
 
 class Answer(Exception):  # noqa: N818 - a signal inside the fake, not an error users see
@@ -61,7 +61,8 @@ class Window:
 def throttled(operation: str, limit: RateLimit | None) -> Answer:
     """The 429 the upstream sends when ``operation`` exceeds ``limit``."""
     # Without a configured limit, an injected 429 words the upstream's own.
-    limit = limit or RateLimit({"create": 30, "ping": 100}.get(operation, 50))
+    defaults = {"create": UPSTREAM_LIMITS.create, "ping": UPSTREAM_LIMITS.ping}
+    limit = limit or defaults.get(operation, UPSTREAM_LIMITS.other)
     return Answer(429, {"error": f"Rate limit exceeded: {_describe(limit)}"})
 
 
