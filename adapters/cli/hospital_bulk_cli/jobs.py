@@ -8,7 +8,7 @@ interrupted, so that what it shows is true and they can be resumed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
@@ -33,6 +33,11 @@ from .settings import RUNNING, JsonLinesOption, JsonOption, describe, with_setti
 
 if TYPE_CHECKING:
     from hospital_bulk_fastapi import ServiceSettings
+
+
+def _failed_out(help: str) -> Any:
+    return typer.Option("--failed-out", metavar="PATH", show_default=False, help=help)
+
 
 JobIdArgument = Annotated[
     str, typer.Argument(metavar="ID", show_default=False, help="The job id (its `batch_id`).")
@@ -76,12 +81,9 @@ def status_command(
     ] = False,
     failed_out: Annotated[
         Path | None,
-        typer.Option(
-            "--failed-out",
-            metavar="PATH",
-            show_default=False,
-            help="Write the rows surely not created (failed, never sent) to this CSV, to"
-            " fix and import again.",
+        _failed_out(
+            "Write the rows surely not created (failed, never sent) to this CSV, to fix"
+            " and import again."
         ),
     ] = None,
     json_lines: JsonOption = False,
@@ -122,13 +124,7 @@ def resume_command(
     job_id: JobIdArgument,
     settings: ServiceSettings,
     failed_out: Annotated[
-        Path | None,
-        typer.Option(
-            "--failed-out",
-            metavar="PATH",
-            show_default=False,
-            help="Write the rows that still fail to this CSV.",
-        ),
+        Path | None, _failed_out("Write the rows that still fail to this CSV.")
     ] = None,
     json_lines: JsonLinesOption = False,
 ) -> None:
