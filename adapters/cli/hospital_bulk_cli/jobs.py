@@ -174,19 +174,20 @@ def delete_command(
 ) -> None:
     """Delete every hospital the job created in the directory; the job shows `deleted`."""
 
-    async def delete(confirmed: bool) -> str:
+    async def what_goes() -> str:
         async with open_processor(settings) as processor:
             await processor.recover()
             job = await processor.get_job(job_id)
-            if not confirmed:
-                what = f"{job.progress.created} hospital(s) of job {job.id}"
-                return f"{what} ({job.file_name or 'no file'})"
+        return f"{job.progress.created} hospital(s) of job {job.id} ({job.file_name or 'no file'})"
+
+    async def delete() -> str:
+        async with open_processor(settings) as processor:
+            await processor.recover()
             job = await processor.delete(job_id)
         batches = len(job.creation_batch_ids)
         return f"Deleted {batches} upstream batch(es); job {job.id} is {job.state}."
 
     if not yes:
-        what = anyio.run(delete, False)
-        typer.confirm(f"Delete {what} from {describe(settings)}?", abort=True)
-    stdout().print(anyio.run(delete, True))
+        typer.confirm(f"Delete {anyio.run(what_goes)} from {describe(settings)}?", abort=True)
+    stdout().print(anyio.run(delete))
     raise typer.Exit(Exit.OK)
