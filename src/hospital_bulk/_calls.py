@@ -51,6 +51,11 @@ def is_outage(error: DirectoryError) -> bool:
     return False
 
 
+def describe(error: DirectoryError) -> str:
+    """The error as an operator reads it: with its HTTP status, if it had one."""
+    return f"HTTP {error.status}: {error.message}" if error.status else error.message
+
+
 class Outage:
     """Whether the directory is answering, as every call of one processor sees it."""
 
@@ -166,7 +171,7 @@ class UpstreamCalls:
             return
         outage.error, outage.over, outage.probes = error, anyio.Event(), 0
         delay = self._probe_delay(0)
-        log.warning("directory unavailable (%s); next try in %.0f s", error.message, delay)
+        log.warning("directory unavailable (%s); next try in %.1f s", describe(error), delay)
         if self._on_outage is not None:
             await self._on_outage(error, delay)
 
@@ -193,7 +198,7 @@ class UpstreamCalls:
         error = outage.error
         raise DirectoryUnavailableError(
             f"the directory did not answer for {self.policy.outage_deadline:.0f} s"
-            + (f": {error.message}" if error is not None else ""),
+            + (f": {describe(error)}" if error is not None else ""),
         )
 
     async def _probe(self, stop: anyio.Event | None) -> None:
@@ -210,7 +215,7 @@ class UpstreamCalls:
                 outage.error = error
                 delay = self._probe_delay(outage.probes)
                 log.warning(
-                    "directory still unavailable (%s); next try in %.0f s", error.message, delay
+                    "directory still unavailable (%s); next try in %.1f s", describe(error), delay
                 )
                 if self._on_outage is not None:
                     await self._on_outage(error, delay)

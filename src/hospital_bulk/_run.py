@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 
+from ._calls import describe
 from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState
 from ._leases import keep_lease, mark_in_flight_unknown
@@ -189,16 +190,16 @@ async def _carry_out(
                 draft = EventDraft(
                     EventType.DIRECTORY_UNAVAILABLE,
                     progress,
-                    error=error.message,
+                    error=describe(error),
                     delay=round(delay, 3),
                 )
                 if waiting:
                     await store.save(run.job_id, (), [draft])
                     return
                 log.warning(
-                    "job %s waits for the directory (%s); next try in %.0f s",
+                    "job %s waits for the directory (%s); next try in %.1f s",
                     run.job_id,
-                    error.message,
+                    describe(error),
                     delay,
                 )
                 state = JobState.WAITING_FOR_DIRECTORY
