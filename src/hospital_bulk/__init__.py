@@ -31,6 +31,7 @@ from ._summary import JobSummary, RowSummary, reimportable_rows
 from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
+    DirectoryMismatchError,
     DirectoryUnavailableError,
     HospitalBulkError,
     InvalidCsvError,
@@ -55,6 +56,7 @@ __all__ = [
     "CsvRow",
     "DirectoryClient",
     "DirectoryError",
+    "DirectoryMismatchError",
     "DirectoryTimeouts",
     "DirectoryUnavailableError",
     "Event",

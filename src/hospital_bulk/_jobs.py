@@ -21,6 +21,8 @@ from .exceptions import JobConflictError
 
 class JobState(enum.StrEnum):
     PENDING = "pending"
+    #: Taken by a processor that runs as many jobs as it may: it starts it in turn.
+    QUEUED = "queued"
     RUNNING = "running"
     ACTIVATING = "activating"
     #: Running, but the directory stopped answering: calls wait for it to come back.
@@ -34,7 +36,7 @@ class JobState(enum.StrEnum):
 
     @property
     def is_active(self) -> bool:
-        """A runner is working on the job right now."""
+        """A runner holds the job right now (queued, running, activating, waiting)."""
         return self in ACTIVE_STATES
 
     @property
@@ -43,11 +45,14 @@ class JobState(enum.StrEnum):
 
     @property
     def is_settled(self) -> bool:
-        """Nobody works on the job and nobody is about to: neither running nor pending."""
+        """Nobody works on the job and nobody is about to: neither held by a runner
+        (queued, running...) nor pending."""
         return self not in ACTIVE_STATES and self is not JobState.PENDING
 
 
-ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.ACTIVATING, JobState.WAITING_FOR_DIRECTORY})
+ACTIVE_STATES = frozenset(
+    {JobState.QUEUED, JobState.RUNNING, JobState.ACTIVATING, JobState.WAITING_FOR_DIRECTORY}
+)
 RESUMABLE_STATES = frozenset(
     {
         JobState.COMPLETED_WITH_ERRORS,
@@ -67,7 +72,8 @@ FINISHED_STATES = frozenset(
 
 #: For each target state, the states a job may move to it from.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RUNNING: frozenset({JobState.PENDING, JobState.WAITING_FOR_DIRECTORY})
+    JobState.QUEUED: frozenset({JobState.PENDING}) | RESUMABLE_STATES,
+    JobState.RUNNING: frozenset({JobState.PENDING, JobState.QUEUED, JobState.WAITING_FOR_DIRECTORY})
     | RESUMABLE_STATES,
     JobState.ACTIVATING: frozenset({JobState.RUNNING, JobState.WAITING_FOR_DIRECTORY}),
     JobState.WAITING_FOR_DIRECTORY: frozenset({JobState.RUNNING, JobState.ACTIVATING}),
@@ -217,6 +223,9 @@ class Job:
     progress: Progress
     file_name: str | None = None
     idempotency_key: str | None = None
+    #: The directory the job's rows go to (its base URL, or ``embedded``): every run
+    #: and delete of the job must use it. ``None``: not recorded (older jobs).
+    directory: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     runs: int = 0
@@ -256,7 +265,7 @@ def transition_job(
         moved = attrs.evolve(moved, owner=owner, lease_expires=expires)
     else:
         moved = attrs.evolve(moved, owner=None, lease_expires=None)
-    if state is JobState.RUNNING and not job.state.is_active:
+    if state is JobState.RUNNING and job.state is not JobState.WAITING_FOR_DIRECTORY:
         # A new run; back from waiting for the directory is the same run going on.
         return attrs.evolve(moved, started_at=now, finished_at=None, runs=job.runs + 1)
     if state in FINISHED_STATES or state is JobState.INTERRUPTED:

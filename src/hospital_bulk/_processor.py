@@ -28,13 +28,19 @@ from ._leases import recover
 from ._models import ValidationReport
 from ._owners import new_owner_id
 from ._pacing import CallKind, LocalRateGate, Pacer, RateGate
-from ._run import Run, execute
+from ._run import Run, execute, finish_unrun, wait_in_queue
 from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
 from .csv import CsvReader, CsvRow, Source
-from .exceptions import DirectoryError, InvalidCsvError, JobConflictError, StoreError
+from .exceptions import (
+    DirectoryError,
+    DirectoryMismatchError,
+    InvalidCsvError,
+    JobConflictError,
+    StoreError,
+)
 from .stores.memory import MemoryStore
 
 
@@ -64,16 +70,26 @@ class BulkProcessor:
         settings: ProcessorSettings = ProcessorSettings(),
         *,
         rate_gate: RateGate | None = None,
+        directory: str | None = None,
     ) -> None:
         """``rate_gate`` shares rate accounting beyond this processor. By default a
         store shared by several processes (``RedisStore``) provides one, so they pace
-        together; otherwise it lives in this processor's memory."""
+        together; otherwise it lives in this processor's memory.
+
+        ``directory`` names the directory the client reaches (by default an
+        ``HttpDirectoryClient``'s base URL): jobs submitted here record it, and a job
+        recorded with another one is refused (:class:`DirectoryMismatchError`).
+        """
         self._owned_client = client is None
         self.client: DirectoryClient = client if client is not None else HttpDirectoryClient()
+        if directory is None and isinstance(self.client, HttpDirectoryClient):
+            directory = self.client.base_url
+        self.directory = directory
         self.store: JobStore = store if store is not None else MemoryStore()
         self.settings = settings
         self._gate = rate_gate
         self._calls: UpstreamCalls | None = None
+        self._slots: anyio.CapacityLimiter | None = None
         self._runs: dict[str, Run] = {}
         #: Who runs jobs here, in the store's eyes.
         self.owner_id = new_owner_id()
@@ -123,6 +139,7 @@ class BulkProcessor:
             progress=progress,
             file_name=file_name,
             idempotency_key=idempotency_key,
+            directory=self.directory,
         )
         accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
         try:
@@ -197,6 +214,7 @@ class BulkProcessor:
     async def delete(self, job_id: str) -> Job:
         """Delete every upstream batch of the job (already gone is fine); the job shows deleted."""
         job = await self.store.get_job(job_id)
+        self._check_directory(job)
         if job.state.is_active or job_id in self._runs:
             raise JobConflictError(job_id, job.state, "delete it while it runs")
         job = await self.store.transition(job_id, JobState.DELETED)
@@ -279,19 +297,37 @@ class BulkProcessor:
         run = self._runs[job_id] = Run(job_id, self.watch)
         try:
             before = await self.store.get_job(job_id)
+            self._check_directory(before)
             if before.state.is_active:
                 raise JobConflictError(job_id, before.state, "start it: it is running")
             if before.state not in TRANSITIONS[JobState.RUNNING]:
                 raise JobConflictError(job_id, before.state, "run it: nothing is left to do")
-            job = await self.store.transition(
-                job_id, JobState.RUNNING, owner=self.owner_id, lease=self.settings.lease_ttl
-            )
+            # A free job slot is taken now; without one the job waits its turn, queued.
+            try:
+                self._job_slots.acquire_on_behalf_of_nowait(run)
+                state = JobState.RUNNING
+            except anyio.WouldBlock:
+                state = JobState.QUEUED
+            try:
+                job = await self.store.transition(
+                    job_id, state, owner=self.owner_id, lease=self.settings.lease_ttl
+                )
+            except BaseException:
+                if state is JobState.RUNNING:
+                    self._job_slots.release_on_behalf_of(run)
+                raise
         except BaseException as error:
             del self._runs[job_id]
             run._refused(error)
             raise
         run._began(job, resumed=before.state is not JobState.PENDING)
         return run, job, max(0.0, (utcnow() - before.updated_at).total_seconds())
+
+    def _check_directory(self, job: Job) -> None:
+        """Refuse to send a job's calls anywhere but to the directory its rows went to."""
+        mine, its = self.directory, job.directory
+        if mine is not None and its is not None and mine != its:
+            raise DirectoryMismatchError(job.id, job.state, its, mine)
 
     async def _execute(self, run: Run, job: Job, idle: float) -> None:
         started = time.monotonic()
@@ -304,17 +340,37 @@ class BulkProcessor:
         async def summarize() -> JobSummary:
             return (await self.get(job.id)).summary()
 
+        owner, lease_ttl = self.owner_id, self.settings.lease_ttl
+        slots = self._job_slots
         try:
-            await execute(
-                run,
-                load,
-                store=self.store,
-                owner=self.owner_id,
-                lease_ttl=self.settings.lease_ttl,
-                summarize=summarize,
-            )
+            if job.state is JobState.QUEUED:
+                taken = await wait_in_queue(
+                    run, slots, store=self.store, owner=owner, lease_ttl=lease_ttl
+                )
+                if taken is None:
+                    await finish_unrun(run, summarize)
+                    return
+                job = taken
+            try:
+                await execute(
+                    run,
+                    load,
+                    store=self.store,
+                    owner=owner,
+                    lease_ttl=lease_ttl,
+                    summarize=summarize,
+                )
+            finally:
+                slots.release_on_behalf_of(run)
         finally:
             del self._runs[job.id]
+
+    @property
+    def _job_slots(self) -> anyio.CapacityLimiter:
+        """How many jobs run at once here; the others wait, queued, in order."""
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self.settings.max_jobs)
+        return self._slots
 
     @property
     def calls(self) -> UpstreamCalls:

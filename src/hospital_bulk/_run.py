@@ -45,6 +45,7 @@ class Run:
         self._watch = watch
         self._done = anyio.Event()
         self._scope = anyio.CancelScope()
+        self._queue_scope = anyio.CancelScope()  # the wait for a job slot
         self._cancel_requested = False
         self._work: JobWork | None = None
         self._directory_changed: Callable[[DirectoryError | None, float], Awaitable[None]] | None
@@ -69,6 +70,7 @@ class Run:
         in flight marked ``unknown`` for a resume to check.
         """
         self._cancel_requested = True
+        self._queue_scope.cancel()  # a queued job never starts
         if self._work is not None:
             self._work.stop()
         if now:
@@ -113,6 +115,61 @@ class Run:
         self._work = work
         if self._cancel_requested:
             work.stop()
+
+
+async def wait_in_queue(
+    run: Run, slots: anyio.CapacityLimiter, *, store: JobStore, owner: str, lease_ttl: float
+) -> Job | None:
+    """Wait, queued, for one of the processor's job slots while keeping the job's lease;
+    the job as running once the slot is ours. ``None`` when the run ended in the queue:
+    cancelled (the job ends ``cancelled``), or taken over or failed (``run.error``)."""
+    got = lost = False
+    try:
+        with run._queue_scope:
+            async with anyio.create_task_group() as group:
+
+                async def lease() -> None:
+                    nonlocal lost
+                    await keep_lease(store, run.job_id, owner, lease_ttl)
+                    lost = True
+                    run._queue_scope.cancel()
+
+                group.start_soon(lease)
+                await slots.acquire_on_behalf_of(run)
+                got = True
+                group.cancel_scope.cancel()
+        if lost:
+            run.error = JobConflictError(run.job_id, "queued", "run it: another process took it")
+        elif got and not run._cancel_requested:
+            return await store.transition(
+                run.job_id, JobState.RUNNING, owner=owner, lease=lease_ttl
+            )
+        elif run._cancel_requested:
+            job = await store.get_job(run.job_id)
+            finished = EventDraft(EventType.JOB_FINISHED, job.progress, state=JobState.CANCELLED)
+            await store.transition(run.job_id, JobState.CANCELLED, then=(finished,), owner=owner)
+    except HospitalBulkError as error:
+        run.error = error
+    except BaseException:
+        # Cancelled from outside (shutdown): the job never started, and is resumable.
+        with anyio.CancelScope(shield=True):
+            await _interrupt(store, run.job_id, owner)
+        if got:
+            slots.release_on_behalf_of(run)
+        raise
+    if got:
+        slots.release_on_behalf_of(run)
+    return None
+
+
+async def finish_unrun(run: Run, summarize: Callable[[], Awaitable[JobSummary]]) -> None:
+    """The run ended before it started (see :func:`wait_in_queue`): tell its waiters."""
+    with anyio.CancelScope(shield=True):
+        try:
+            run.summary = await summarize()
+        except HospitalBulkError as error:
+            run.error = run.error or error
+        run._done.set()
 
 
 async def execute(

@@ -39,6 +39,8 @@ class ProcessorSettings:
     """How the processor treats the upstream. Defaults match the real directory."""
 
     concurrency: int = 20
+    #: Jobs run at once by one processor; more wait, ``queued``, in the order started.
+    max_jobs: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     #: Creates per window; ``None`` or a count of 0 means unpaced.
     create_limit: RateLimit | None = UPSTREAM_LIMITS.create
     #: Every other call (list, activate, delete).

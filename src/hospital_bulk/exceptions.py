@@ -15,6 +15,7 @@
     │                                  seconds: nothing was sent meanwhile
     ├── JobNotFoundError               no job with that id
     ├── JobConflictError               the job's state does not allow the operation (e.g. running)
+    │   └── DirectoryMismatchError     the job belongs to another directory than the processor's
     ├── InvalidCsvError                a file failed validation; carries the report
     └── StoreError                     the job store failed
 
@@ -92,6 +93,23 @@ class JobConflictError(HospitalBulkError):
         self.job_id = job_id
         self.state = state
         self.operation = operation
+
+
+class DirectoryMismatchError(JobConflictError):
+    """The job was created against another directory: its rows live there, so it can
+    only be run or deleted against that one."""
+
+    def __init__(self, job_id: str, state: str, job_directory: str, directory: str) -> None:
+        HospitalBulkError.__init__(
+            self,
+            f"job {job_id!r} belongs to the directory {job_directory}: it cannot be run or"
+            f" deleted against {directory}",
+        )
+        self.job_id = job_id
+        self.state = state
+        self.operation = f"work on it against {directory}"
+        self.job_directory = job_directory
+        self.directory = directory
 
 
 class InvalidCsvError(HospitalBulkError):

@@ -54,6 +54,8 @@ class ServiceSettings(BaseSettings):
     rate_window: Annotated[float, Field(gt=0)] = UPSTREAM_LIMITS.create.window
     #: ``HOSPITAL_BULK_CONCURRENCY``: calls in flight at once, all jobs together.
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
+    #: ``HOSPITAL_BULK_MAX_JOBS``: jobs run at once by this process; more wait, queued.
+    max_jobs: Annotated[int, Field(ge=1, le=1000)] = ProcessorSettings().max_jobs
     #: ``HOSPITAL_BULK_MAX_ROWS``: data rows a file may hold.
     max_rows: Annotated[int, Field(ge=1)] = 10_000
     #: ``HOSPITAL_BULK_MAX_UPLOAD_BYTES``: the largest file accepted (413 above it).
@@ -105,6 +107,7 @@ class ServiceSettings(BaseSettings):
         paced = self.rate_limit > 0
         return ProcessorSettings(
             concurrency=self.concurrency,
+            max_jobs=self.max_jobs,
             create_limit=RateLimit(self.rate_limit, self.rate_window) if paced else None,
             other_limit=UPSTREAM_LIMITS.other if paced else None,
             csv=CsvOptions(max_rows=self.max_rows),
@@ -146,4 +149,7 @@ async def open_processor(
     stack.push_async_callback(client.aclose)
     store = await open_store(settings.store)
     stack.push_async_callback(store.aclose)
-    return BulkProcessor(client, store, processor or settings.processor_settings())
+    directory = EMBEDDED if settings.embedded else None  # None: the client's base URL
+    return BulkProcessor(
+        client, store, processor or settings.processor_settings(), directory=directory
+    )

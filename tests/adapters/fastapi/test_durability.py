@@ -56,7 +56,6 @@ def websocket_url(server: UvicornServer, batch_id: str) -> str:
 # -- 1. A crash on SQLite --------------------------------------------------------------
 
 
-
 @pytest.fixture(name="slow_directory")
 def fixture_slow_directory() -> Iterator[UvicornServer]:
     """A stand-in whose creates take 0.2 s, without rate limits."""
