@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
 from ._exports import reimport_csv, results_csv
-from ._jobs import Job, JobState, Progress, RowOutcome, RowState, RowStatus
+from ._jobs import Fingerprint, Job, JobState, Progress, RowOutcome, RowState, RowStatus
 from ._models import (
     UPSTREAM_LIMITS,
     Finding,
@@ -32,6 +32,7 @@ from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
     HospitalBulkError,
+    IdempotencyKeyReusedError,
     InvalidCsvError,
     JobConflictError,
     JobNotFoundError,
@@ -60,10 +61,12 @@ __all__ = [
     "EventType",
     "Finding",
     "FindingCode",
+    "Fingerprint",
     "Hospital",
     "HospitalBulkError",
     "HospitalRecord",
     "HttpDirectoryClient",
+    "IdempotencyKeyReusedError",
     "InvalidCsvError",
     "Job",
     "JobConflictError",

@@ -13,6 +13,7 @@
     │                                  not make it readable
     ├── JobNotFoundError               no job with that id
     ├── JobConflictError               the job's state does not allow the operation (e.g. running)
+    ├── IdempotencyKeyReusedError      an idempotency key came again with another file or options
     ├── InvalidCsvError                a file failed validation; carries the report
     └── StoreError                     the job store failed
 
@@ -25,6 +26,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._models import ValidationReport
 
 
@@ -85,6 +88,22 @@ class JobConflictError(HospitalBulkError):
         self.job_id = job_id
         self.state = state
         self.operation = operation
+
+
+class IdempotencyKeyReusedError(HospitalBulkError):
+    """An idempotency key already names a job submitted from another file, or with other
+    reading options: ``key``, that ``job_id``, and ``differences`` in words."""
+
+    def __init__(self, key: str, job_id: str, differences: Sequence[str]) -> None:
+        what = ", ".join(differences) or "a different submission"
+        super().__init__(
+            f"the idempotency key {key!r} was used for job {job_id!r}, and now comes with"
+            f" {what}: send the same file with the same options to get that job, or use"
+            " a new key for a new job"
+        )
+        self.key = key
+        self.job_id = job_id
+        self.differences = tuple(differences)
 
 
 class InvalidCsvError(HospitalBulkError):

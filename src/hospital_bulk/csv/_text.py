@@ -110,6 +110,18 @@ def _byte_chunks(source: Source) -> Generator[bytes, None, None]:
         yield from _read(source)
 
 
+def sha256_of(source: Source) -> str:
+    """The SHA-256 of a source's bytes, in hex, read in chunks."""
+    if isinstance(source, str):
+        raise TypeError(
+            "a str is ambiguous: pass a pathlib.Path for a file name or bytes for the content"
+        )
+    digest = hashlib.sha256()
+    for chunk in _byte_chunks(source):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _read(file: BinaryIO) -> Iterator[bytes]:
     while chunk := file.read(CHUNK_BYTES):
         if not isinstance(chunk, bytes | bytearray):
