@@ -533,6 +533,47 @@ def test_the_default_still_reads_a_bom() -> None:
     assert ("utf-16", [(1, 2, H("É", "B"))]) == (report.encoding, records(rows))
 
 
+@pytest.mark.parametrize(
+    ("encoding", "data"),
+    [
+        ("utf-16", "name,address\nÉ,B\n".encode("utf-16-le")),
+        ("utf-16", codecs.BOM_UTF16_BE + "name,address\nÉ,B\n".encode("utf-16-be")),
+        ("utf-32", "name,address\nÉ,B\n".encode("utf-32")),
+        ("utf-32", codecs.BOM_UTF32_BE + "name,address\nÉ,B\n".encode("utf-32-be")),
+    ],
+)
+def test_utf16_and_utf32_by_name_read_with_or_without_a_bom(encoding: str, data: bytes) -> None:
+    """Named, UTF-16 and UTF-32 take the byte order from a BOM, little-endian without."""
+    report, rows = read(data, CsvOptions(encoding=encoding))
+    assert (encoding, [(1, 2, H("É", "B"))]) == (report.encoding, records(rows))
+
+
+def test_a_codec_refusing_the_stream_is_an_encoding_error() -> None:
+    """A decoder that fails without pointing at a byte still gives a finding, not a crash."""
+
+    class Refusing(codecs.IncrementalDecoder):
+        def decode(self, input: bytes, final: bool = False) -> str:
+            if b"!" in input:
+                raise UnicodeError("the stream is refused")
+            return input.decode("ascii")
+
+    def search(name: str) -> codecs.CodecInfo | None:
+        if name != "refusing_test_codec":
+            return None
+        ascii_codec = codecs.lookup("ascii")
+        return codecs.CodecInfo(
+            ascii_codec.encode, ascii_codec.decode, name=name, incrementaldecoder=Refusing
+        )
+
+    codecs.register(search)
+    try:
+        report, _ = read(b"name,address\nA,B\nC!,D\n", CsvOptions(encoding="refusing_test_codec"))
+    finally:
+        codecs.unregister(search)
+    assert [(Code.ENCODING, None, 1, None)] == found(report)
+    assert "the stream is refused" in report.errors[0].message
+
+
 def test_a_delimiter_overrides_the_sniffing() -> None:
     """delimiter=';' reads a line the sniffing would split at its commas."""
     data = b"name;address\nA, the clinic;1 Main St, Springfield\n"

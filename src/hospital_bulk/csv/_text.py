@@ -33,6 +33,13 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16", "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16", "utf-16-be"),
 )
+#: Encodings whose own decoders insist on a BOM: the BOM picks the byte order, and
+#: without one the file is read little-endian (as ``bytes.decode`` does, and Excel writes).
+_BOM_FAMILIES = {
+    "utf-16": ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")),
+    "utf-32": ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be")),
+}
+_LONGEST_BOM = len(codecs.BOM_UTF32_LE)
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 #: The default: UTF-8, or what a byte order mark says (UTF-8 with a BOM, UTF-16).
 DEFAULT_ENCODING = "utf-8"
@@ -213,13 +220,19 @@ class TextLines:
         head = b""
         for chunk in self._chunks:
             head += chunk
-            if len(head) >= len(codecs.BOM_UTF8):
+            if len(head) >= _LONGEST_BOM:
                 break
         codec, fed = self.encoding, 0
         if codec == DEFAULT_ENCODING:
             for bom, encoding, bom_codec in _BOMS:
                 if head.startswith(bom):
                     self.encoding, codec, fed = encoding, bom_codec, len(bom)
+                    break
+        elif family := _BOM_FAMILIES.get(codec):
+            codec = family[0][1]
+            for bom, bom_codec in family:
+                if head.startswith(bom):
+                    codec, fed = bom_codec, len(bom)
                     break
         decoder = codecs.getincrementaldecoder(codec)()
         data, final, held_cr = head[fed:], not head, ""
@@ -239,6 +252,19 @@ class TextLines:
                     reason=exc.reason,
                     before=self._carry[-_SAMPLE:],
                     after=self._line_rest(bytes(exc.object[exc.start :])),
+                )
+                if lines:
+                    yield lines
+                return
+            except UnicodeError as exc:
+                # Not a bad byte but a stateful codec refusing the stream (none we know of
+                # after the BOM families above): report it where this chunk began.
+                lines = self._lines(held_cr, final=False)
+                self.failure = DecodeFailure(
+                    offset=fed - pending,
+                    line=self._emitted + 1,
+                    bad_bytes=b"",
+                    reason=str(exc),
                 )
                 if lines:
                     yield lines
