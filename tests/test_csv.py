@@ -425,6 +425,8 @@ def test_a_truncated_utf16_file() -> None:
     report, _ = read(data)
     assert [(Code.ENCODING, 2, 3, None)] == found(report)
     assert f"byte {len(data) - 1} " in report.errors[0].message
+    assert "not valid UTF-16" in report.errors[0].message
+    assert "encoding=" not in report.errors[0].message
 
 
 def test_an_unterminated_quote() -> None:
@@ -509,6 +511,7 @@ def test_a_file_not_in_the_given_encoding() -> None:
     report, _ = read(b"name,address\nA\x81,B\n", CsvOptions(encoding="cp1252"))
     assert [(Code.ENCODING, 1, 2, None)] == found(report)
     assert "not valid cp1252" in report.errors[0].message
+    assert "Check that cp1252 is the file's encoding" in report.errors[0].message
 
 
 def test_encoding_names_are_python_s_own() -> None:

@@ -323,7 +323,7 @@ class _Scan:
             # The row the bad byte is in: the rows before it were read whole. Unknown
             # while the first line (a header or a row?) is undecided.
             row = rows + 1 if self._seen_row else None
-            message = _decode_failure_message(failure, text.encoding)
+            message = _decode_failure_message(failure, text.encoding, self._options.encoding)
             value = failure.bad_bytes.hex(" ")
             log.add(Finding(FindingCode.ENCODING, message, row=row, line=failure.line, value=value))
         elif not self._seen_row:
@@ -359,16 +359,25 @@ class _Scan:
         )
 
 
-def _decode_failure_message(failure: DecodeFailure, encoding: str) -> str:
+_SAVE_AS_UTF8 = "Save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+
+
+def _decode_failure_message(failure: DecodeFailure, encoding: str, asked: str) -> str:
     """What went wrong, and what to do: for a file that is not UTF-8, the encoding that
-    reads it (Excel on Windows saves "CSV" in cp1252), with its line read that way."""
+    reads it (Excel on Windows saves "CSV" in cp1252), with its line read that way.
+
+    ``encoding`` is the one read, ``asked`` the one the options named (the default may
+    have read UTF-16 by its BOM).
+    """
     where = f"byte {failure.offset:,} (line {failure.line})"
-    if encoding not in (DEFAULT_ENCODING, "utf-8-sig"):
-        name = {"utf-16": "UTF-16"}.get(encoding, encoding)
+    stopped = f"{where} cannot be decoded ({failure.reason}); reading stopped there."
+    if asked != DEFAULT_ENCODING:
         return (
-            f"the file is not valid {name}: {where} cannot be decoded ({failure.reason});"
-            " reading stopped there. Give the file's own encoding, or save it as UTF-8"
+            f"the file is not valid {asked}: {stopped} Check that {asked} is the file's"
+            " encoding, or save the file as UTF-8 (in Excel: 'CSV UTF-8')"
         )
+    if encoding == "utf-16":
+        return f"the file is not valid UTF-16: {stopped} {_SAVE_AS_UTF8}"
     guess = "cp1252"
     try:
         after = failure.after.decode(guess)
@@ -378,9 +387,8 @@ def _decode_failure_message(failure: DecodeFailure, encoding: str) -> str:
     shown = (failure.before + after).strip()
     reads = f" (line {failure.line} then reads {_cut(shown)!r})" if shown else ""
     return (
-        f"the file is not valid UTF-8: {where} cannot be decoded ({failure.reason});"
-        " reading stopped there. Save the file as UTF-8 (in Excel: 'CSV UTF-8'),"
-        f" or pass encoding={guess} if that is how it was saved{reads}"
+        f"the file is not valid UTF-8: {stopped} {_SAVE_AS_UTF8}, or pass encoding={guess}"
+        f" if that is how it was saved{reads}"
     )
 
 
