@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
 from ._exports import reimport_csv, results_csv
-from ._jobs import Job, JobState, Progress, RowOutcome, RowState, RowStatus
+from ._jobs import Fingerprint, Job, JobState, Progress, RowOutcome, RowState, RowStatus
 from ._models import (
     UPSTREAM_LIMITS,
     Finding,
@@ -34,6 +34,7 @@ from .exceptions import (
     DirectoryMismatchError,
     DirectoryUnavailableError,
     HospitalBulkError,
+    IdempotencyKeyReusedError,
     InvalidCsvError,
     JobConflictError,
     JobNotFoundError,
@@ -64,10 +65,12 @@ __all__ = [
     "EventType",
     "Finding",
     "FindingCode",
+    "Fingerprint",
     "Hospital",
     "HospitalBulkError",
     "HospitalRecord",
     "HttpDirectoryClient",
+    "IdempotencyKeyReusedError",
     "InvalidCsvError",
     "Job",
     "JobConflictError",

@@ -213,6 +213,37 @@ class RowOutcome:
 
 
 @attrs.frozen
+class Fingerprint:
+    """What a job was submitted from: the SHA-256 of the file's bytes, in hex, and the
+    reading options that change what its rows are.
+
+    An idempotency key used again must come with the same fingerprint: the same file,
+    read the same way. The file's name does not count, nor the processor's limits (a
+    retry reaching a process set up differently still finds its job).
+    """
+
+    sha256: str
+    encoding: str = "utf-8"
+    #: ``None``: picked from the first line.
+    delimiter: str | None = None
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """What ``other`` (a later submission) changes, in words; empty when nothing."""
+        changes = []
+        if other.sha256 != self.sha256:
+            changes.append("a different file")
+        for option in ("encoding", "delimiter"):
+            before, after = getattr(self, option), getattr(other, option)
+            if before != after:
+                changes.append(f"{option} {_shown(after)} instead of {_shown(before)}")
+        return changes
+
+
+def _shown(value: str | None) -> str:
+    return "picked from the file" if value is None else repr(value)
+
+
+@attrs.frozen
 class Job:
     id: str
     state: JobState
@@ -233,6 +264,8 @@ class Job:
     #: The processor running the job, and until when its lease holds.
     owner: str | None = None
     lease_expires: dt.datetime | None = None
+    #: What the job was submitted from; ``None`` for jobs stored by earlier releases.
+    fingerprint: Fingerprint | None = None
 
     def lease_expired(self, now: dt.datetime) -> bool:
         return self.lease_expires is None or self.lease_expires <= now

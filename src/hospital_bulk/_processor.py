@@ -16,6 +16,7 @@ from ._client import DirectoryClient, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
     TRANSITIONS,
+    Fingerprint,
     Job,
     JobState,
     Progress,
@@ -33,10 +34,12 @@ from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
-from .csv import CsvReader, CsvRow, Source
+from .csv import CsvOptions, CsvReader, CsvRow, Source
+from .csv._text import sha256_of
 from .exceptions import (
     DirectoryError,
     DirectoryMismatchError,
+    IdempotencyKeyReusedError,
     InvalidCsvError,
     JobConflictError,
     StoreError,
@@ -96,9 +99,16 @@ class BulkProcessor:
 
     # -- files -----------------------------------------------------------------------
 
-    async def validate(self, source: Source) -> ValidationReport:
-        """Check a file without creating anything."""
-        report, _ = await self._read(source, keep_rows=False)
+    async def validate(
+        self, source: Source, *, encoding: str | None = None, delimiter: str | None = None
+    ) -> ValidationReport:
+        """Check a file without creating anything.
+
+        ``encoding`` and ``delimiter`` override those of ``settings.csv`` (see
+        :class:`CsvOptions`); an unknown encoding or an unusable delimiter is a
+        :class:`ValueError`.
+        """
+        report, _, _ = await self._read(source, self.csv_options(encoding, delimiter))
         return report
 
     async def submit(
@@ -107,19 +117,30 @@ class BulkProcessor:
         *,
         file_name: str | None = None,
         idempotency_key: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
     ) -> Job:
         """Validate a file and record it as a pending job.
 
         Raises :class:`InvalidCsvError` (with the report) when the file has errors.
-        With an ``idempotency_key`` already used, returns that earlier job instead.
+        ``encoding`` and ``delimiter`` are as for :meth:`validate`.
+
+        With an ``idempotency_key`` already used, returns that earlier job instead, when
+        it was submitted from the same bytes with the same ``encoding`` and
+        ``delimiter``; otherwise raises :class:`IdempotencyKeyReusedError`. Jobs stored
+        before fingerprints were kept match any file.
         """
+        options = self.csv_options(encoding, delimiter)
         if idempotency_key is not None:
             existing = await self.store.find_job(idempotency_key)
             if existing is not None:
-                return existing
-        report, csv_rows = await self._read(source, keep_rows=True)
+                # Only hashed, not read as CSV: the earlier job is the answer, or nothing is.
+                sha256 = await anyio.to_thread.run_sync(sha256_of, source)
+                return _reused(existing, idempotency_key, _fingerprint(sha256, options))
+        report, csv_rows, sha256 = await self._read(source, options, keep_rows=True)
         if not report.valid or not csv_rows:
             raise InvalidCsvError(report)
+        fingerprint = _fingerprint(sha256, options)
         job_id = new_job_id()
         size = self.settings.batch_size
         creation_batch_ids = creation_batch_ids_for(job_id, len(csv_rows), size)
@@ -140,6 +161,7 @@ class BulkProcessor:
             file_name=file_name,
             idempotency_key=idempotency_key,
             directory=self.directory,
+            fingerprint=fingerprint,
         )
         accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
         try:
@@ -149,9 +171,22 @@ class BulkProcessor:
             if idempotency_key is not None:
                 existing = await self.store.find_job(idempotency_key)
                 if existing is not None:
-                    return existing
+                    return _reused(existing, idempotency_key, fingerprint)
             raise
         return await self.store.get_job(job_id)
+
+    def csv_options(self, encoding: str | None = None, delimiter: str | None = None) -> CsvOptions:
+        """``settings.csv`` with this ``encoding`` and ``delimiter`` (``None`` keeps its own).
+
+        Raises :class:`ValueError` for an unknown encoding or an unusable delimiter:
+        adapters call it to check what they were given before reading a byte.
+        """
+        options = self.settings.csv
+        if encoding is not None:
+            options = attrs.evolve(options, encoding=encoding)
+        if delimiter is not None:
+            options = attrs.evolve(options, delimiter=delimiter)
+        return options
 
     # -- running ---------------------------------------------------------------------
 
@@ -180,8 +215,15 @@ class BulkProcessor:
         return self._runs.get(job_id)
 
     @asynccontextmanager
-    async def process(self, source: Source, *, file_name: str | None = None) -> AsyncIterator[Run]:
-        """Submit a file and run it in a task group this context owns.
+    async def process(
+        self,
+        source: Source,
+        *,
+        file_name: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> AsyncIterator[Run]:
+        """Submit a file (see :meth:`submit`) and run it in a task group this context owns.
 
         ::
 
@@ -190,7 +232,7 @@ class BulkProcessor:
                     ...
             print(run.summary)
         """
-        job = await self.submit(source, file_name=file_name)
+        job = await self.submit(source, file_name=file_name, encoding=encoding, delimiter=delimiter)
         async with anyio.create_task_group() as group:
             yield await self.start(job.id, group)
 
@@ -275,15 +317,17 @@ class BulkProcessor:
     # -- internals -------------------------------------------------------------------
 
     async def _read(
-        self, source: Source, *, keep_rows: bool
-    ) -> tuple[ValidationReport, list[CsvRow]]:
-        def read() -> tuple[ValidationReport, list[CsvRow]]:
-            reader = CsvReader(source, self.settings.csv)
+        self, source: Source, options: CsvOptions, *, keep_rows: bool = False
+    ) -> tuple[ValidationReport, list[CsvRow], str]:
+        """The report, the valid rows if kept, and the SHA-256 of the bytes read."""
+
+        def read() -> tuple[ValidationReport, list[CsvRow], str]:
+            reader = CsvReader(source, options)
             rows: list[CsvRow] = []
             for chunk in reader:
                 if keep_rows:
                     rows.extend(chunk)
-            return reader.report, rows
+            return reader.report, rows, reader.sha256
 
         return await anyio.to_thread.run_sync(read)
 
@@ -406,6 +450,19 @@ class BulkProcessor:
         # Every job of this processor calls the same directory: all of them wait.
         for run in list(self._runs.values()):
             await run.announce_directory(error, delay)
+
+
+def _fingerprint(sha256: str, options: CsvOptions) -> Fingerprint:
+    return Fingerprint(sha256=sha256, encoding=options.encoding, delimiter=options.delimiter)
+
+
+def _reused(existing: Job, key: str, fingerprint: Fingerprint) -> Job:
+    """The job an idempotency key names, if this submission is the same as its own."""
+    # Jobs stored by releases without fingerprints cannot be compared: they match.
+    earlier = existing.fingerprint
+    if earlier is not None and (differences := earlier.differences(fingerprint)):
+        raise IdempotencyKeyReusedError(key, existing.id, differences)
+    return existing
 
 
 #: Events after which a watcher checks whether the job has settled.

@@ -16,6 +16,7 @@
     ├── JobNotFoundError               no job with that id
     ├── JobConflictError               the job's state does not allow the operation (e.g. running)
     │   └── DirectoryMismatchError     the job belongs to another directory than the processor's
+    ├── IdempotencyKeyReusedError      an idempotency key came again with another file or options
     ├── InvalidCsvError                a file failed validation; carries the report
     └── StoreError                     the job store failed
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._models import ValidationReport
 
 
@@ -110,6 +113,22 @@ class DirectoryMismatchError(JobConflictError):
         self.operation = f"work on it against {directory}"
         self.job_directory = job_directory
         self.directory = directory
+
+
+class IdempotencyKeyReusedError(HospitalBulkError):
+    """An idempotency key already names a job submitted from another file, or with other
+    reading options: ``key``, that ``job_id``, and ``differences`` in words."""
+
+    def __init__(self, key: str, job_id: str, differences: Sequence[str]) -> None:
+        what = ", ".join(differences) or "a different submission"
+        super().__init__(
+            f"the idempotency key {key!r} was used for job {job_id!r}, and now comes with"
+            f" {what}: send the same file with the same options to get that job, or use"
+            " a new key for a new job"
+        )
+        self.key = key
+        self.job_id = job_id
+        self.differences = tuple(differences)
 
 
 class InvalidCsvError(HospitalBulkError):
