@@ -58,8 +58,11 @@ def service_env(
     concurrency: int = 20,
     lease_ttl: float = 30,
     take_over: bool,
+    resume_on_start: bool = False,
+    graceful_timeout: float = 30,
 ) -> dict[str, str]:
-    """The service's variables, every one of them."""
+    """The service's variables, every one of them (resuming at start-up off unless asked:
+    tests that restart a service look at what the previous one left)."""
     return {
         "HOSPITAL_API_BASE": api_base,
         "HOSPITAL_BULK_STORE": store,
@@ -72,6 +75,8 @@ def service_env(
         "HOSPITAL_BULK_EMBEDDED_LATENCY": "0.5",
         "HOSPITAL_BULK_LEASE_TTL": str(lease_ttl),
         "HOSPITAL_BULK_TAKE_OVER": "true" if take_over else "false",
+        "HOSPITAL_BULK_RESUME_ON_START": "true" if resume_on_start else "false",
+        "HOSPITAL_BULK_GRACEFUL_TIMEOUT": str(graceful_timeout),
     }
 
 
