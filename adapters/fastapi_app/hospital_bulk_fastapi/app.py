@@ -107,10 +107,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             finally:
                 # Under a server that said nothing before (not `hospital-bulk serve`), the
                 # stop starts here: the same grace for the creates in flight.
-                stopping.begin()
-                await runs_stopped.wait()
-                app.state.hospital_bulk = None
-                group.cancel_scope.cancel()
+                try:
+                    stopping.begin()
+                    await runs_stopped.wait()
+                finally:
+                    app.state.hospital_bulk = None
+                    group.cancel_scope.cancel()
 
 
 async def _interrupt_when_stopping(
@@ -121,6 +123,9 @@ async def _interrupt_when_stopping(
     await stopping.requested.wait()
     try:
         runs = await processor.interrupt_runs(grace=stopping.grace)
+    except Exception:  # the lifespan's end cancels whatever is left: jobs end interrupted
+        log.exception("stopping the running jobs failed")
+    else:
         for run in runs:
             state = run.summary.state if run.summary is not None else "unknown"
             log.warning("stopping: job %s is now %s", run.job_id, state)
