@@ -39,6 +39,9 @@ checks. Errors all answer `{"detail": "...", "code": "..."}`.
 The WebSocket `/ws/progress/{batch_id}` (not listed below: OpenAPI has no words for
 it) sends a `snapshot` message, then one `event` message per change, and closes
 with 1000 once the job has settled; `?after=N` replays what followed sequence N.
+When the service shuts down, it sends `service.stopping` (with the last `seq` sent)
+and closes with 1001; the event stream ends with the same message. Uploads and
+resumes are then refused with 503 `stopping` and `Retry-After`.
 """
 
 
