@@ -520,10 +520,10 @@ class LateLandingDirectory:
 
 
 async def test_a_create_that_lands_late_is_not_sent_twice(fake: FakeDirectory) -> None:
-    """The batch is listed only once unanswered creates had ``settle`` seconds to land,
+    """The batch is listed only once unanswered creates reached their landing horizon,
     so a create still running upstream is found, not sent again."""
     rows = records(3)
-    settings = attrs.evolve(UNPACED, retry=attrs.evolve(UNPACED.retry, settle=0.3))
+    settings = attrs.evolve(UNPACED, retry=attrs.evolve(UNPACED.retry, landing_horizon=0.3))
 
     async with anyio.create_task_group() as group:
         late = LateLandingDirectory(fake, group, rows[1].name, delay=0.1)

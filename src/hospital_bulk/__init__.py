@@ -31,6 +31,7 @@ from ._summary import JobSummary, RowSummary, reimportable_rows
 from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
+    DirectoryUnavailableError,
     HospitalBulkError,
     InvalidCsvError,
     JobConflictError,
@@ -55,6 +56,7 @@ __all__ = [
     "DirectoryClient",
     "DirectoryError",
     "DirectoryTimeouts",
+    "DirectoryUnavailableError",
     "Event",
     "EventDraft",
     "EventType",

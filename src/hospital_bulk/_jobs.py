@@ -23,6 +23,8 @@ class JobState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     ACTIVATING = "activating"
+    #: Running, but the directory stopped answering: calls wait for it to come back.
+    WAITING_FOR_DIRECTORY = "waiting_for_directory"
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
@@ -45,7 +47,7 @@ class JobState(enum.StrEnum):
         return self not in ACTIVE_STATES and self is not JobState.PENDING
 
 
-ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.ACTIVATING})
+ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.ACTIVATING, JobState.WAITING_FOR_DIRECTORY})
 RESUMABLE_STATES = frozenset(
     {
         JobState.COMPLETED_WITH_ERRORS,
@@ -65,8 +67,10 @@ FINISHED_STATES = frozenset(
 
 #: For each target state, the states a job may move to it from.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RUNNING: frozenset({JobState.PENDING}) | RESUMABLE_STATES,
-    JobState.ACTIVATING: frozenset({JobState.RUNNING}),
+    JobState.RUNNING: frozenset({JobState.PENDING, JobState.WAITING_FOR_DIRECTORY})
+    | RESUMABLE_STATES,
+    JobState.ACTIVATING: frozenset({JobState.RUNNING, JobState.WAITING_FOR_DIRECTORY}),
+    JobState.WAITING_FOR_DIRECTORY: frozenset({JobState.RUNNING, JobState.ACTIVATING}),
     JobState.COMPLETED: ACTIVE_STATES,
     JobState.COMPLETED_WITH_ERRORS: ACTIVE_STATES,
     JobState.FAILED: ACTIVE_STATES,
@@ -143,6 +147,9 @@ class RowOutcome:
     attempts: int = 0  # creates sent; a pending row with attempts > 0 may have landed
     error_code: str | None = None
     error: str | None = None
+    #: When the last create was sent (Unix time): an unanswered one may land until
+    #: ``RetryPolicy.landing_horizon`` seconds later, even after a crash.
+    sent_at: float | None = None
 
     @property
     def status(self) -> RowStatus:
@@ -168,8 +175,8 @@ class RowOutcome:
 
     # The engine's per-row steps, spelled out: attrs.evolve is the costliest call on
     # the hot path.
-    def sent(self) -> RowOutcome:
-        """This row with one more create sent."""
+    def sent(self, at: float) -> RowOutcome:
+        """This row with one more create sent, at Unix time ``at``."""
         return RowOutcome(
             self.row,
             self.line,
@@ -180,6 +187,7 @@ class RowOutcome:
             self.attempts + 1,
             self.error_code,
             self.error,
+            at,
         )
 
     def settled(self, state: RowState, hospital_id: int | None) -> RowOutcome:
@@ -192,6 +200,9 @@ class RowOutcome:
             state,
             hospital_id,
             self.attempts,
+            None,
+            None,
+            self.sent_at,
         )
 
 
@@ -245,7 +256,8 @@ def transition_job(
         moved = attrs.evolve(moved, owner=owner, lease_expires=expires)
     else:
         moved = attrs.evolve(moved, owner=None, lease_expires=None)
-    if state is JobState.RUNNING:
+    if state is JobState.RUNNING and not job.state.is_active:
+        # A new run; back from waiting for the directory is the same run going on.
         return attrs.evolve(moved, started_at=now, finished_at=None, runs=job.runs + 1)
     if state in FINISHED_STATES or state is JobState.INTERRUPTED:
         return attrs.evolve(moved, finished_at=now)

@@ -35,7 +35,7 @@ from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
 from .csv import CsvReader, CsvRow, Source
-from .exceptions import InvalidCsvError, JobConflictError, StoreError
+from .exceptions import DirectoryError, InvalidCsvError, JobConflictError, StoreError
 from .stores.memory import MemoryStore
 
 
@@ -379,7 +379,11 @@ class BulkProcessor:
         if self._calls is None:
             pacer = Pacer(concurrency=self.settings.concurrency, gate=self._rate_gate())
             self._calls = UpstreamCalls(
-                self.client, pacer, self.settings.retry, self._broadcast_throttle
+                self.client,
+                pacer,
+                self.settings.retry,
+                self._broadcast_throttle,
+                self._broadcast_directory,
             )
         return self._calls
 
@@ -398,6 +402,11 @@ class BulkProcessor:
         # A 429 pauses every job of this processor, so every running job says so.
         for run in list(self._runs.values()):
             await run.announce_throttle(round(delay, 3))
+
+    async def _broadcast_directory(self, error: DirectoryError | None, delay: float) -> None:
+        # Every job of this processor calls the same directory: all of them wait.
+        for run in list(self._runs.values()):
+            await run.announce_directory(error, delay)
 
 
 #: Jobs read at a time when going through every job.

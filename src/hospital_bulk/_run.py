@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 
+from ._calls import describe
 from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState
 from ._leases import keep_lease, mark_in_flight_unknown
 from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
-from .exceptions import HospitalBulkError, JobConflictError
+from .exceptions import DirectoryError, HospitalBulkError, JobConflictError
 
 log = logging.getLogger("hospital_bulk")
 
@@ -47,6 +48,8 @@ class Run:
         self._cancel_requested = False
         self._interrupt_requested = False
         self._work: JobWork | None = None
+        self._directory_changed: Callable[[DirectoryError | None, float], Awaitable[None]] | None
+        self._directory_changed = None
 
     @property
     def done(self) -> bool:
@@ -95,6 +98,19 @@ class Run:
         """Tell this run's watchers that a 429 pauses every call (``0``: it is over)."""
         if self._work is not None:
             await self._work.announce_throttle(delay)
+
+    async def announce_directory(self, error: DirectoryError | None, delay: float) -> None:
+        """The directory is unavailable (``error``, next probe in ``delay`` s) or, with
+        ``None``, answers again: the job waits for it, or goes on."""
+        if self._directory_changed is None:
+            return
+        try:
+            await self._directory_changed(error, delay)
+        except HospitalBulkError:
+            # Heard by a call of any job of this processor: it must not fail that one.
+            log.warning(
+                "job %s: could not record the directory's state", self.job_id, exc_info=True
+            )
 
     def _began(self, job: Job, *, resumed: bool) -> None:
         """The job is ours: ``job`` as the move to ``running`` left it."""
@@ -154,14 +170,60 @@ async def _carry_out(
     lease_ttl: float,
 ) -> None:
     work: JobWork | None = None
+    # Moves of the job's state come from its own steps and from outage notices heard
+    # by any call: one at a time, and none once the job is over.
+    moving = anyio.Lock()
+    phase = JobState.RUNNING  # where the job goes back to when the directory answers
+    waiting = over = False
 
     async def move(state: JobState, *, then: tuple[EventDraft, ...] = ()) -> None:
+        nonlocal phase, over
         assert work is not None
-        progress = work.tally.progress()
-        work.job = await store.transition(
-            run.job_id, state, progress, then=then, owner=owner, lease=lease_ttl
-        )
+        async with moving:
+            if state.is_active:
+                phase = state
+                if waiting:
+                    return  # the job shows that it waits; it moves on once the directory answers
+            over = not state.is_active
+            progress = work.tally.progress()
+            work.job = await store.transition(
+                run.job_id, state, progress, then=then, owner=owner, lease=lease_ttl
+            )
 
+    async def directory_changed(error: DirectoryError | None, delay: float) -> None:
+        nonlocal waiting
+        if work is None:
+            return
+        async with moving:
+            if over or (error is None and not waiting):
+                return
+            progress = work.tally.progress()
+            if error is None:
+                log.info("job %s: the directory answers again", run.job_id)
+                state, draft = phase, EventDraft(EventType.DIRECTORY_AVAILABLE, progress)
+            else:
+                draft = EventDraft(
+                    EventType.DIRECTORY_UNAVAILABLE,
+                    progress,
+                    error=describe(error),
+                    delay=round(delay, 3),
+                )
+                if waiting:
+                    await store.save(run.job_id, (), [draft])
+                    return
+                log.warning(
+                    "job %s waits for the directory (%s); next try in %.1f s",
+                    run.job_id,
+                    describe(error),
+                    delay,
+                )
+                state = JobState.WAITING_FOR_DIRECTORY
+            work.job = await store.transition(
+                run.job_id, state, progress, then=(draft,), owner=owner, lease=lease_ttl
+            )
+            waiting = error is not None
+
+    run._directory_changed = directory_changed
     try:
         work = await load()
         run._started(work)

@@ -7,10 +7,12 @@
     │   ├── RejectedError              4xx (not 408/429): permanent, with the upstream's reason
     │   ├── ThrottledError             429: nothing stored; ``retry_after`` if sent
     │   ├── NotSentError               nothing reached the upstream (connect error, pool timeout)
-    │   └── MaybeLandedError           the request may have been applied (timeout after sending,
-    │       │                          5xx, broken response)
-    │       └── UnreadableAnswerError  a 2xx whose body we cannot read: asking again will
-    │                                  not make it readable
+    │   ├── MaybeLandedError           the request may have been applied (timeout after sending,
+    │   │   │                          5xx, broken response)
+    │   │   └── UnreadableAnswerError  a 2xx whose body we cannot read: asking again will
+    │   │                              not make it readable
+    │   └── DirectoryUnavailableError  the directory did not answer for ``outage_deadline``
+    │                                  seconds: nothing was sent meanwhile
     ├── JobNotFoundError               no job with that id
     ├── JobConflictError               the job's state does not allow the operation (e.g. running)
     ├── InvalidCsvError                a file failed validation; carries the report
@@ -67,6 +69,11 @@ class UnreadableAnswerError(MaybeLandedError):
     """The directory answered 2xx with a body we cannot read: it acted, but how is
     unknown. Never retried, not even for a listing: the same question gets the same
     answer."""
+
+
+class DirectoryUnavailableError(DirectoryError):
+    """The directory stayed unavailable past ``RetryPolicy.outage_deadline``: the call
+    was not sent. Its job stops, resumable, rather than failing rows."""
 
 
 class JobNotFoundError(HospitalBulkError):

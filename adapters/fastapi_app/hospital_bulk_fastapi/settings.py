@@ -19,9 +19,11 @@ from hospital_bulk import (
     BulkProcessor,
     CsvOptions,
     DirectoryClient,
+    DirectoryTimeouts,
     HttpDirectoryClient,
     ProcessorSettings,
     RateLimit,
+    RetryPolicy,
 )
 from hospital_bulk.stores import default_store_url, open_store
 
@@ -61,6 +63,15 @@ class ServiceSettings(BaseSettings):
     #: ``HOSPITAL_BULK_LEASE_TTL``: seconds a running job's lease lasts unless renewed;
     #: once it expires, another process declares the job interrupted.
     lease_ttl: Annotated[float, Field(gt=0)] = 30.0
+    #: ``HOSPITAL_BULK_DIRECTORY_TIMEOUT``: seconds one call may wait for the directory's
+    #: answer (its cold start takes 20-30 s, a create 5 s).
+    directory_timeout: Annotated[float, Field(gt=0)] = DirectoryTimeouts().read
+    #: ``HOSPITAL_BULK_LANDING_MARGIN``: seconds past that timeout during which an
+    #: unanswered create may still land: its row is not sent again before.
+    landing_margin: Annotated[float, Field(ge=0)] = 30.0
+    #: ``HOSPITAL_BULK_OUTAGE_DEADLINE``: seconds a job waits for an unavailable
+    #: directory before it stops, ``interrupted`` (resumable).
+    outage_deadline: Annotated[float, Field(gt=0)] = RetryPolicy().outage_deadline
     #: ``HOSPITAL_BULK_TAKE_OVER``: resume the jobs a dead process left running. Unset:
     #: on with Redis (other processes live on to finish them), off otherwise (a
     #: restarted process shows them ``interrupted``, to resume when you choose).
@@ -106,6 +117,13 @@ class ServiceSettings(BaseSettings):
             other_limit=UPSTREAM_LIMITS.other if paced else None,
             csv=CsvOptions(max_rows=self.max_rows),
             lease_ttl=self.lease_ttl,
+            retry=RetryPolicy(
+                # In this process, the embedded directory's creates are over when answered.
+                landing_horizon=0.0
+                if self.embedded
+                else self.directory_timeout + self.landing_margin,
+                outage_deadline=self.outage_deadline,
+            ),
         )
 
     def directory(self) -> DirectoryClient:
@@ -120,7 +138,11 @@ class ServiceSettings(BaseSettings):
                 other_limit=UPSTREAM_LIMITS.other,
             )
         # One pooled client for every job: room for the creates plus lists and activations.
-        return HttpDirectoryClient(self.api_base, max_connections=self.concurrency + 10)
+        return HttpDirectoryClient(
+            self.api_base,
+            timeouts=DirectoryTimeouts(read=self.directory_timeout),
+            max_connections=self.concurrency + 10,
+        )
 
 
 async def open_processor(
