@@ -252,7 +252,7 @@ _DOCS: dict[int, tuple[str, Any, dict[str, Any]]] = {
         {"detail": "the Hospital Directory failed: 503", "code": "upstream_error"},
     ),
     503: (
-        "The job store is unavailable",
+        "The job store is unavailable, or the service is starting or stopping",
         ErrorOut,
         {"detail": "the job store failed: database is locked", "code": "store_unavailable"},
     ),

@@ -19,7 +19,7 @@ from pydantic import AfterValidator
 
 from hospital_bulk import CsvOptions, Job, JobConflictError, JobState, Run
 
-from .deps import Preferences, Service, ServiceDep, parse_prefer
+from .deps import AcceptingJobs, Preferences, Service, ServiceDep, parse_prefer
 from .errors import responses
 from .limits import read_upload
 from .schemas import AcceptedOut, JobSummaryOut, ProgressOut, ValidationOut
@@ -106,6 +106,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     response_model=JobSummaryOut,
     response_description="The job has settled: what happened to each row",
     responses={**_ACCEPTED, **responses(400, 413, 422, 503, invalid_csv=True, upload=True)},
+    dependencies=[AcceptingJobs],
 )
 async def upload(
     request: Request,
@@ -172,6 +173,7 @@ async def validate(
     response_model=JobSummaryOut,
     response_description="The job has settled again: what happened to each row",
     responses={**_ACCEPTED, **responses(404, 409, 503)},
+    dependencies=[AcceptingJobs],
 )
 async def resume(
     request: Request,

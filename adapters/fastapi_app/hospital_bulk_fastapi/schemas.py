@@ -232,6 +232,17 @@ class EventMessage(_Model):
     count: int | None = None
 
 
+class StoppingMessage(_Model):
+    """Last message of a live feed when the service shuts down (the WebSocket then
+    closes with 1001): connect again later with ``after=seq`` to miss nothing."""
+
+    type: Literal["service.stopping"] = "service.stopping"
+    batch_id: str
+    seq: int = Field(description="The last event sent before the stop")
+    detail: str
+    retry_after: int = Field(description="Seconds to wait before connecting again")
+
+
 class ErrorMessage(_Model):
     type: Literal["error"] = "error"
     code: str

@@ -8,6 +8,7 @@ import sys
 from contextlib import aclosing
 
 import anyio
+import attrs
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -143,20 +144,53 @@ async def test_shutdown_interrupts_running_jobs(settings: ServiceSettings) -> No
 async def test_start_up_marks_jobs_of_dead_processes_interrupted(
     settings: ServiceSettings, fake: FakeDirectory
 ) -> None:
-    """A job left `running` by a dead process (its lease expired) is `interrupted` once the
-    service has started, and a resume finishes it."""
+    """With HOSPITAL_BULK_RESUME_ON_START off, a job left `running` by a dead process (its
+    lease expired) is `interrupted` once the service has started, and a resume finishes it."""
     store = MemoryStore()
     first = BulkProcessor(fake, store, UNPACED)
     job = await first.submit(csv_bytes(records(2)))
     await store.transition(job.id, JobState.RUNNING, owner="gone:1:x", lease=-1.0)
 
-    app = create_app(settings, processor=BulkProcessor(fake, store, UNPACED))
+    app = create_app(
+        settings.model_copy(update={"resume_on_start": False}),
+        processor=BulkProcessor(fake, store, UNPACED),
+    )
     async with serve(app) as client:
         status = (await client.get(f"/bulk/status/{job.id}")).json()
         resumed = await client.post(f"/hospitals/bulk/{job.id}/resume")
 
     assert "interrupted" == status["state"]
     assert (200, "completed") == (resumed.status_code, resumed.json()["state"])
+
+
+async def test_start_up_resumes_what_a_stop_or_a_dead_process_left(
+    settings: ServiceSettings, fake: FakeDirectory
+) -> None:
+    """By default the service starts, at start-up, a job left `running` by a dead process,
+    one left `interrupted` and one left `pending` longer than a lease: all complete by
+    themselves, each row upstream once."""
+    store = MemoryStore()
+    first = BulkProcessor(fake, store, attrs.evolve(UNPACED, lease_ttl=0.1))
+    dead = await first.submit(csv_bytes(records(2, prefix="Dead")))
+    await store.transition(dead.id, JobState.RUNNING, owner="gone:1:x", lease=-1.0)
+    stopped = await first.submit(csv_bytes(records(2, prefix="Stopped")))
+    await store.transition(stopped.id, JobState.RUNNING, owner="gone:1:x", lease=60)
+    await store.transition(stopped.id, JobState.INTERRUPTED, owner="gone:1:x")
+    pending = await first.submit(csv_bytes(records(2, prefix="Pending")))
+    await anyio.sleep(0.2)
+
+    app = create_app(settings, processor=BulkProcessor(fake, store, first.settings))
+    async with serve(app):
+        with anyio.fail_after(10):
+            for job in (dead, stopped, pending):
+                async with aclosing(first.watch(job.id)) as events:  # type: ignore[type-var]
+                    async for _ in events:
+                        pass
+
+    states = [(await store.get_job(job.id)).state for job in (dead, stopped, pending)]
+    assert [JobState.COMPLETED] * 3 == states
+    assert 6 == len(fake.hospitals)
+    assert 6 == len({hospital.record().key() for hospital in fake.hospitals})
 
 
 class BrokenStore(MemoryStore):
