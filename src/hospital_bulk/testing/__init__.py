@@ -11,7 +11,15 @@ needs pytest.
 
 from __future__ import annotations
 
-from ._core import OPERATIONS, DirectoryStats, Fault, Operation
+from ._core import CHAOS_OPERATIONS, OPERATIONS, Chaos, DirectoryStats, Fault, Operation
 from ._fake import FakeDirectory
 
-__all__ = ["OPERATIONS", "DirectoryStats", "FakeDirectory", "Fault", "Operation"]
+__all__ = [
+    "CHAOS_OPERATIONS",
+    "OPERATIONS",
+    "Chaos",
+    "DirectoryStats",
+    "FakeDirectory",
+    "Fault",
+    "Operation",
+]

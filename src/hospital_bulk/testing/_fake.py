@@ -55,6 +55,9 @@ class FakeDirectory(DirectoryCore):
     Use it directly as a :class:`~hospital_bulk.DirectoryClient`, or over HTTP::
 
         httpx.AsyncClient(transport=httpx.MockTransport(fake.http_handler))
+
+    Besides the faults injected on cue, :meth:`start_chaos` makes it fail at random,
+    seeded, with given chances per fault and outages now and then (:class:`Chaos`).
     """
 
     # The DirectoryClient face.
