@@ -317,6 +317,7 @@ async def test_stats_count_calls_429s_faults_and_hospitals(
         "creates_in_flight": 0,
         "max_creates_in_flight": 1,
         "hospitals": 1,
+        "chaos": {},
     }
     assert expected == stats
 
@@ -541,3 +542,66 @@ async def test_the_http_face_keeps_one_window_per_client(batch_id: UUID) -> None
     ]
 
     assert [200, 200, 429] == statuses
+
+
+# Chaos: random faults, seeded, switched on by the environment or over HTTP.
+
+
+def test_the_environment_starts_a_chaos_mode() -> None:
+    """``HOSPITAL_DIRECTORY_CHAOS`` and ``_SEED`` start a chaos mode; unset, there is none."""
+    env = {
+        "HOSPITAL_DIRECTORY_CHAOS": "throttle=0.1, hold=0.05:3, outage=0.1:20",
+        "HOSPITAL_DIRECTORY_CHAOS_SEED": "42",
+    }
+
+    chaos = directory_app_from_env(env).directory.chaos
+
+    assert chaos is not None
+    assert ("throttle=0.1,hold=0.05:3,outage=0.1:20", 42) == (chaos.describe(), chaos.seed)
+    assert directory_app_from_env({}).directory.chaos is None
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HOSPITAL_DIRECTORY_CHAOS": "flood=0.1"},
+        {"HOSPITAL_DIRECTORY_CHAOS": "throttle=0.1", "HOSPITAL_DIRECTORY_CHAOS_SEED": "x"},
+    ],
+)
+def test_a_bad_chaos_setting_names_its_variable(env: dict[str, str]) -> None:
+    name = list(env)[-1]
+
+    with pytest.raises(ValueError, match=name):
+        directory_app_from_env(env)
+
+
+async def test_chaos_over_http(http: httpx.AsyncClient, batch_id: UUID) -> None:
+    """PUT /_standin/chaos starts one, GET shows it, DELETE ends it; stats count it."""
+    put = await http.put("/_standin/chaos", json={"chaos": "fail_before_storing=1", "seed": 3})
+    shown = await http.get("/_standin/chaos")
+    during = await http.post("/hospitals/", json=body(batch_id))
+    stats = (await http.get("/_standin/stats")).json()
+    ended = await http.delete("/_standin/chaos")
+    after = await http.post("/hospitals/", json=body(batch_id))
+    bad = await http.put("/_standin/chaos", json={"chaos": "throttle=2"})
+
+    expected = {"chaos": "fail_before_storing=1", "seed": 3}
+    assert (200, expected) == (put.status_code, put.json())
+    assert expected == shown.json()
+    assert (500, 200, 204) == (during.status_code, after.status_code, ended.status_code)
+    assert ({"fail_before_storing": 1}, 1) == (stats["chaos"], stats["faults"])
+    assert {"chaos": None, "seed": None} == (await http.get("/_standin/chaos")).json()
+    assert 422 == bad.status_code
+
+
+async def test_a_stand_in_started_in_chaos_breaks_connections() -> None:
+    """The variables reach a real server: every create is answered, then cut mid-body."""
+    env = {**DEFAULTS, "HOSPITAL_DIRECTORY_CHAOS": "fail_after_storing=1"}
+    with UvicornServer(APP, env=env) as server:
+        async with HttpDirectoryClient(server.url) as client:
+            with pytest.raises(MaybeLandedError):
+                await client.create_hospital(RECORD, uuid4())
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            stats = (await http.get("/_standin/stats")).json()
+
+    assert ({"fail_after_storing": 1}, 1) == (stats["chaos"], stats["hospitals"])

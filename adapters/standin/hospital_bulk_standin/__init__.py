@@ -12,6 +12,8 @@ from __future__ import annotations
 from ._server import (
     ADMIN_PREFIX,
     ENV_ADMIN,
+    ENV_CHAOS,
+    ENV_CHAOS_SEED,
     ENV_CREATE_LIMIT,
     ENV_LATENCY,
     ENV_OTHER_LIMIT,
@@ -29,6 +31,8 @@ from .app import app
 __all__ = [
     "ADMIN_PREFIX",
     "ENV_ADMIN",
+    "ENV_CHAOS",
+    "ENV_CHAOS_SEED",
     "ENV_CREATE_LIMIT",
     "ENV_LATENCY",
     "ENV_OTHER_LIMIT",

@@ -31,11 +31,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hospital_bulk import UPSTREAM_LIMITS, RateLimit
-from hospital_bulk.testing import OPERATIONS, FakeDirectory, Fault, Operation
+from hospital_bulk.testing import OPERATIONS, Chaos, FakeDirectory, Fault, Operation
 
 __all__ = [
     "ADMIN_PREFIX",
     "ENV_ADMIN",
+    "ENV_CHAOS",
+    "ENV_CHAOS_SEED",
     "ENV_CREATE_LIMIT",
     "ENV_LATENCY",
     "ENV_OTHER_LIMIT",
@@ -52,6 +54,8 @@ ENV_LATENCY = "HOSPITAL_DIRECTORY_LATENCY"
 ENV_CREATE_LIMIT = "HOSPITAL_DIRECTORY_CREATE_LIMIT"
 ENV_OTHER_LIMIT = "HOSPITAL_DIRECTORY_OTHER_LIMIT"
 ENV_ADMIN = "HOSPITAL_DIRECTORY_ADMIN"
+ENV_CHAOS = "HOSPITAL_DIRECTORY_CHAOS"
+ENV_CHAOS_SEED = "HOSPITAL_DIRECTORY_CHAOS_SEED"
 
 # The upstream's own limits, per client IP.
 _CREATE_LIMIT = UPSTREAM_LIMITS.create
@@ -113,7 +117,11 @@ def create_directory_app(
       and stores nothing for that long (201; ``0`` ends it);
     - ``GET /_standin/stats``: calls per operation, 429s answered, faults
       suffered, creates in flight now and at most, hospitals stored;
-    - ``POST /_standin/reset`` starts afresh, as an upstream restart does (204).
+    - ``POST /_standin/reset`` starts afresh, as an upstream restart does (204);
+    - ``GET /_standin/chaos``: the chaos mode at work, ``{"chaos": "throttle=0.1,...",
+      "seed": 7}`` or ``{"chaos": null, "seed": null}``; ``PUT`` with such a body
+      starts one (200, or 422), ``DELETE`` ends it (204). See
+      :class:`~hospital_bulk.testing.Chaos` for the spelling.
 
     Over the socket the faults look like this:
 
@@ -181,12 +189,30 @@ def directory_app_from_env(environ: Mapping[str, str] = os.environ) -> Directory
     admin_text = environ.get(ENV_ADMIN, "1").strip().lower()
     if admin_text not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ValueError(f"{ENV_ADMIN} must be 1 or 0, not {admin_text!r}")
-    return create_directory_app(
+    app = create_directory_app(
         latency=latency,
         create_limit=_env_limit(environ, ENV_CREATE_LIMIT, _CREATE_LIMIT),
         other_limit=_env_limit(environ, ENV_OTHER_LIMIT, _OTHER_LIMIT),
         admin=admin_text in ("1", "true", "yes", "on"),
     )
+    chaos = _env_chaos(environ)
+    if chaos is not None:
+        app.directory.start_chaos(chaos)
+    return app
+
+
+def _env_chaos(environ: Mapping[str, str]) -> Chaos | None:
+    """``HOSPITAL_DIRECTORY_CHAOS`` (as :meth:`Chaos.parse` reads it; unset: none) with
+    ``HOSPITAL_DIRECTORY_CHAOS_SEED`` (an integer, default 0)."""
+    seed_text = environ.get(ENV_CHAOS_SEED, "0")
+    try:
+        seed = int(seed_text)
+    except ValueError:
+        raise ValueError(f"{ENV_CHAOS_SEED} must be an integer, not {seed_text!r}") from None
+    try:
+        return Chaos.parse(environ.get(ENV_CHAOS, ""), seed=seed)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_CHAOS}: {exc}") from None
 
 
 def _env_limit(environ: Mapping[str, str], key: str, default: RateLimit) -> RateLimit | None:
@@ -275,6 +301,7 @@ def _admin_routes() -> list[Route]:
         Route(f"{prefix}/outage", _outage, methods=["POST"]),
         Route(f"{prefix}/stats", _stats, methods=["GET"]),
         Route(f"{prefix}/reset", _reset, methods=["POST"]),
+        Route(f"{prefix}/chaos", _chaos, methods=["GET", "PUT", "DELETE"]),
     ]
 
 
@@ -350,6 +377,37 @@ async def _stats(request: Request) -> Response:
     directory = _directory(request)
     stats = attrs.asdict(directory.stats)
     return JSONResponse({**stats, "hospitals": len(directory.hospitals)})
+
+
+async def _chaos(request: Request) -> Response:
+    directory = _directory(request)
+    if request.method == "DELETE":
+        directory.stop_chaos()
+        return Response(status_code=204)
+    if request.method == "PUT":
+        try:
+            body = await request.json()
+        except ValueError:
+            return _invalid("the body must be JSON")
+        if not isinstance(body, dict):
+            return _invalid("the body must be a JSON object")
+        text, seed = body.get("chaos"), body.get("seed", 0)
+        if text is not None and not isinstance(text, str):
+            return _invalid(f"chaos must be a string like 'throttle=0.1,hold=0.1:3', not {text!r}")
+        if type(seed) is not int:
+            return _invalid(f"seed must be an integer, not {seed!r}")
+        try:
+            chaos = Chaos.parse(text or "", seed=seed)
+        except ValueError as exc:
+            return _invalid(str(exc))
+        if chaos is None:
+            directory.stop_chaos()
+        else:
+            directory.start_chaos(chaos)
+    chaos = directory.chaos
+    if chaos is None:
+        return JSONResponse({"chaos": None, "seed": None})
+    return JSONResponse({"chaos": chaos.describe(), "seed": chaos.seed})
 
 
 async def _reset(request: Request) -> Response:
