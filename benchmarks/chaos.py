@@ -69,7 +69,14 @@ LANDING_MARGIN = 5.0
 LEASE_TTL = 5.0
 #: Job states that need someone to resume them.
 TO_RESUME = frozenset({"completed_with_errors", "failed", "cancelled"})
-UNSETTLED = frozenset({"pending", "queued", "running", "activating", "waiting_for_directory"})
+FAULT_WORDS = {
+    "throttle": "429",
+    "fail_before_storing": "500, not stored",
+    "error_after_storing": "stored, then 500",
+    "fail_after_storing": "stored, answer cut",
+    "not_sent": "closed unanswered, not stored",
+    "reject": "400",
+}
 
 
 def log(message: str) -> None:
@@ -507,39 +514,43 @@ def report(
         "jobs not completed": counts["jobs not completed"],
     }
     rows = sum(len(job.rows) for job in run.jobs)
+
+    def line(label: str, value: object) -> None:
+        print(f"{label + ':':<31}{value}")
+
     print()
     print(f"chaos run, seed {args.seed}: {args.minutes:g} min of chaos and kills")
-    print(f"directory chaos:             {args.chaos} (latency {args.latency:g} s)")
-    print(
-        f"service:                     timeout {CLIENT_TIMEOUT:g} s, landing margin"
-        f" {LANDING_MARGIN:g} s, lease {LEASE_TTL:g} s, unpaced, 20 calls in flight"
+    line("directory chaos", f"{args.chaos} (latency {args.latency:g} s, no rate limit)")
+    line(
+        "service",
+        f"timeout {CLIENT_TIMEOUT:g} s, landing margin {LANDING_MARGIN:g} s,"
+        f" lease {LEASE_TTL:g} s, unpaced, 20 calls in flight, SQLite",
     )
-    print(f"jobs:                        {len(run.jobs)}")
-    print(f"rows:                        {rows}")
-    print(f"hospitals upstream:          {counts['upstream']}")
-    print(
-        f"calls answered by directory: {sum(stats['calls'].values())}"
-        f" ({stats['calls'].get('create', 0)} creates)"
-    )
+    line("jobs", len(run.jobs))
+    line("rows", rows)
+    line("hospitals upstream", counts["upstream"])
+    calls = stats["calls"]
+    line("calls to the directory", f"{sum(calls.values())} ({calls.get('create', 0)} creates)")
     print("faults injected:")
     for kind in sorted(chaos):
         if kind != "outage":
-            print(f"  {kind:<26} {chaos[kind]}")
-    print(f"  {'total':<26} {sum(n for k, n in chaos.items() if k != 'outage')}")
-    print(f"holds > client timeout:      {long_holds}")
-    print(f"outages ({outage_text(args.chaos)}): {chaos.get('outage', 0)}")
-    print(f"kills (-9):                  {run.service.kills}")
-    print(f"service starts:              {run.service.starts}")
-    print(f"resumes asked:               {run.resumes} ({run.conflicts} refused: running)")
-    print(f"settled:                     {'yes' if settled else 'NO'}")
+            what = FAULT_WORDS.get(kind) or f"create held {kind.partition(':')[2]} s"
+            line(f"  {kind} ({what})", chaos[kind])
+    line("  total", sum(n for k, n in chaos.items() if k != "outage"))
+    line(f"holds > client timeout ({CLIENT_TIMEOUT:g} s)", long_holds)
+    line(f"outages ({outage_text(args.chaos)})", chaos.get("outage", 0))
+    line("kills (-9)", run.service.kills)
+    line("service starts", run.service.starts)
+    line("resumes asked", f"{run.resumes} ({run.conflicts} refused: running)")
+    line("settled", "yes" if settled else "NO")
     for name, value in failures.items():
-        print(f"{name + ':':<29}{value}")
-    print(
-        f"elapsed:                     {elapsed:.0f} s (chaos {chaos_elapsed:.0f} s,"
-        f" settling {settle_elapsed:.0f} s)"
+        line(name, value)
+    line(
+        "elapsed",
+        f"{elapsed:.0f} s (chaos {chaos_elapsed:.0f} s, settling {settle_elapsed:.0f} s)",
     )
     ok = settled and not any(failures.values())
-    print("result:                      " + ("every invariant held" if ok else "FAILED"))
+    line("result", "every invariant held" if ok else "FAILED")
     return 0 if ok else 1
 
 
