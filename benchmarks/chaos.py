@@ -530,7 +530,8 @@ def report(
     line("rows", rows)
     line("hospitals upstream", counts["upstream"])
     calls = stats["calls"]
-    line("calls to the directory", f"{sum(calls.values())} ({calls.get('create', 0)} creates)")
+    line("calls to the directory", sum(calls.values()))
+    line("  by operation", ", ".join(f"{op} {n}" for op, n in sorted(calls.items())))
     print("faults injected:")
     for kind in sorted(chaos):
         if kind != "outage":
