@@ -36,9 +36,10 @@ def lowest(session: nox.Session) -> None:
     """
     session.install("uv")
     session.run("uv", "pip", "install", "--resolution", "lowest-direct", "-e", ".[all]")
-    installed = session.run("uv", "pip", "freeze", "--exclude-editable", silent=True)
-    assert isinstance(installed, str)
-    pins = dict(line.split("==", 1) for line in installed.splitlines() if "==" in line)
+    output = session.run("uv", "pip", "freeze", "--exclude-editable", silent=True)
+    assert isinstance(output, str)  # uv's own notes on stderr are in it too
+    installed = [line for line in output.splitlines() if "==" in line]
+    pins = dict(line.split("==", 1) for line in installed)
     pins = {canonicalize_name(name): version for name, version in pins.items()}
     floors = declared_floors()
     wrong = {
@@ -52,7 +53,7 @@ def lowest(session: nox.Session) -> None:
     # The test tools may be newest, but must not move any runtime version.
     constraints = f"{session.create_tmp()}/lowest-constraints.txt"
     with open(constraints, "w") as file:
-        file.write(installed)
+        file.write("\n".join(installed) + "\n")
     session.run(
         "uv", "pip", "install", "-c", constraints, *nox.project.dependency_groups(PYPROJECT, "test")
     )
