@@ -132,6 +132,29 @@ class Run:
             work.stop()
 
 
+async def interrupt_all(runs: Callable[[], list[Run]], *, grace: float) -> list[Run]:
+    """Stop every run ``runs()`` lists for a shutdown; returns them once all are over.
+
+    No more creates are sent; those in flight get ``grace`` seconds to finish, then
+    the runs still going stop at once (their unanswered creates marked ``unknown``).
+    Runs started meanwhile are stopped too.
+    """
+    stopping = runs()
+    for run in stopping:
+        run.interrupt()
+    with anyio.move_on_after(grace):
+        for run in stopping:
+            await run.stopped()
+    while late := [run for run in runs() if not run.done]:
+        for run in late:
+            run.cancel(now=True)
+            if run not in stopping:
+                stopping.append(run)
+        for run in late:
+            await run.stopped()
+    return stopping
+
+
 async def wait_in_queue(
     run: Run, slots: anyio.CapacityLimiter, *, store: JobStore, owner: str, lease_ttl: float
 ) -> Job | None:
