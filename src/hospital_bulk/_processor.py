@@ -25,7 +25,7 @@ from ._leases import orphans, recover
 from ._models import ValidationReport
 from ._owners import new_owner_id
 from ._pacing import CallKind, Pacer, RateGate
-from ._run import Run, execute, finish_unrun, interrupt_all, wait_in_queue
+from ._run import Run, execute, finish_run, interrupt_all, wait_in_queue
 from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSnapshot, JobSummary
@@ -341,7 +341,7 @@ class BulkProcessor:
                     run, slots, store=self.store, owner=owner, lease_ttl=lease_ttl
                 )
                 if taken is None:
-                    await finish_unrun(run, summarize)
+                    await finish_run(run, summarize)
                     return
                 job = taken
             try:

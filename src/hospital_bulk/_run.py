@@ -203,8 +203,9 @@ async def wait_in_queue(
     return None
 
 
-async def finish_unrun(run: Run, summarize: Callable[[], Awaitable[JobSummary]]) -> None:
-    """The run ended before it started (see :func:`wait_in_queue`): tell its waiters."""
+async def finish_run(run: Run, summarize: Callable[[], Awaitable[JobSummary]]) -> None:
+    """The run is over (or ended before it started: see :func:`wait_in_queue`): its
+    summary from the store, then tell its waiters."""
     with anyio.CancelScope(shield=True):
         try:
             run.summary = await summarize()
@@ -236,12 +237,7 @@ async def execute(
         log.exception("job %s crashed", run.job_id)
         run.error = error
     finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                run.summary = await summarize()
-            except HospitalBulkError as error:
-                run.error = run.error or error
-            run._done.set()
+        await finish_run(run, summarize)
 
 
 async def _carry_out(
