@@ -116,12 +116,12 @@ def fixture_store_kind(request: pytest.FixtureRequest) -> str:
 
 
 async def test_a_sliding_limiter_never_answers_429(store_kind: str, tmp_path: pathlib.Path) -> None:
-    """A directory allowing 5 creates in any 1 s (a sliding log, stricter than any phase
-    of a fixed window): a 1-row job, then half a window later a 12-row job. Pacing
-    that opened a window of its own at the first create would send 4 more at once and
-    5 as soon as its window closed: 9 within one second. Paced by the sliding rule, the
+    """A directory allowing 5 creates in any 2 s (a sliding log, stricter than any phase
+    of a fixed window): a 1-row job, then half a window later a 9-row job. Pacing that
+    opened a window of its own at the first create would send 4 more at once and 5 as
+    soon as its window closed: 9 within two seconds. Paced by the sliding rule, the
     directory never answers 429, on the memory store's gate or the SQLite store's."""
-    limit = RateLimit(5, 1.0)
+    limit = RateLimit(5, 2.0)
     fake = FakeDirectory(latency=0.01, create_limit=limit, limit_mode="sliding")
     settings = attrs.evolve(UNPACED, create_limit=limit, concurrency=5)
     store = None
@@ -130,7 +130,7 @@ async def test_a_sliding_limiter_never_answers_429(store_kind: str, tmp_path: pa
     bulk = BulkProcessor(fake, store, settings=settings)
     try:
         first = await bulk.submit(csv_bytes(records(1, prefix="First")))
-        second = await bulk.submit(csv_bytes(records(12, prefix="Second")))
+        second = await bulk.submit(csv_bytes(records(9, prefix="Second")))
         with anyio.fail_after(30):
             states = [(await bulk.run(first.id)).state]
             await anyio.sleep(limit.window / 2)
@@ -142,4 +142,4 @@ async def test_a_sliding_limiter_never_answers_429(store_kind: str, tmp_path: pa
 
     assert [JobState.COMPLETED, JobState.COMPLETED] == states
     assert 0 == fake.stats.throttled
-    assert 13 == len(fake.hospitals)
+    assert 10 == len(fake.hospitals)

@@ -66,8 +66,8 @@ class BulkProcessor:
         rate_gate: RateGate | None = None,
     ) -> None:
         """``rate_gate`` shares rate accounting beyond this processor. By default a
-        store shared by several processes (``RedisStore``) provides one, so they pace
-        together; otherwise it lives in this processor's memory."""
+        store shared by several processes (``SqliteStore``, ``RedisStore``) provides
+        one, so they pace together; otherwise it lives in this processor's memory."""
         self._owned_client = client is None
         self.client: DirectoryClient = client if client is not None else HttpDirectoryClient()
         self.store: JobStore = store if store is not None else MemoryStore()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from hospital_bulk._jobs import (
     transition_job,
     utcnow,
 )
+from hospital_bulk._pacing import sliding_wait
 from hospital_bulk.exceptions import JobNotFoundError, StoreError
 
 T = TypeVar("T")
@@ -88,6 +90,14 @@ MIGRATIONS: Sequence[Sequence[str]] = (
             PRIMARY KEY (job_id, seq)
         ) WITHOUT ROWID
         """,
+    ),
+    # 2: the shared rate gate (SqliteRateGate): recent takes per kind of call, and
+    # until when a 429 pauses everyone. Times are wall-clock seconds (time.time()):
+    # every process on the file reads the same clock, unlike a monotonic one.
+    (
+        "CREATE TABLE pace_takes (kind TEXT NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX pace_takes_by_kind ON pace_takes (kind, at)",
+        "CREATE TABLE pace_pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL NOT NULL)",
     ),
 )
 
@@ -240,6 +250,55 @@ def purge(retention: float, conn: sqlite3.Connection) -> int:
         f"DELETE FROM jobs WHERE state IN ({', '.join('?' * len(states))}) AND updated_at < ?",
         (*states, _time(cutoff)),
     ).rowcount
+
+
+# -- the rate gate: each runs in a write transaction, so its clock is read under the
+# file's write lock and the takes of all processes are numbered in one order -----------
+
+
+def pace_take(kind: str, count: int, span: float, conn: sqlite3.Connection) -> float:
+    """Take one of ``kind`` by the sliding rule (at most ``count`` in any ``span``) and
+    return 0, or return the seconds to wait before asking again."""
+    now = time.time()
+    wait = pace_paused(conn, now)
+    if wait > 0:
+        return wait
+    newest_first = [
+        at
+        for (at,) in conn.execute(
+            "SELECT at FROM pace_takes WHERE kind = ? ORDER BY at DESC LIMIT ?", (kind, count)
+        )
+    ]
+    if newest_first and newest_first[0] > now:
+        # The wall clock was set back: takes "in the future" would hold everyone back
+        # for as long. They count as taken now, for a whole span.
+        conn.execute("UPDATE pace_takes SET at = ? WHERE kind = ? AND at > ?", (now, kind, now))
+        newest_first = [min(at, now) for at in newest_first]
+    nth = newest_first[count - 1] if len(newest_first) == count else None
+    wait = sliding_wait(nth, span, now)
+    if wait > 0:
+        return wait
+    conn.execute("DELETE FROM pace_takes WHERE kind = ? AND at <= ?", (kind, now - span))
+    conn.execute("INSERT INTO pace_takes (kind, at) VALUES (?, ?)", (kind, now))
+    return 0.0
+
+
+def pace_pause(delay: float, conn: sqlite3.Connection) -> None:
+    """Pause every kind until ``delay`` seconds from now, unless a pause lasts longer."""
+    conn.execute(
+        "INSERT INTO pace_pause (id, until) VALUES (1, ?)"
+        " ON CONFLICT (id) DO UPDATE SET until = max(until, excluded.until)",
+        (time.time() + delay,),
+    )
+
+
+def pace_paused(conn: sqlite3.Connection, now: float | None = None) -> float:
+    """Seconds until the pause ends (0 when none)."""
+    found = conn.execute("SELECT until FROM pace_pause").fetchone()
+    if found is None:
+        return 0.0
+    until: float = found[0]
+    return max(0.0, until - (time.time() if now is None else now))
 
 
 # -- reads -----------------------------------------------------------------------------
