@@ -20,6 +20,7 @@ from hospital_bulk import (
     CsvOptions,
     DirectoryClient,
     HttpDirectoryClient,
+    LocalRateGate,
     ProcessorSettings,
     RateLimit,
 )
@@ -124,4 +125,14 @@ async def open_processor(
     stack.push_async_callback(client.aclose)
     store = await open_store(settings.store)
     stack.push_async_callback(store.aclose)
-    return BulkProcessor(client, store, processor or settings.processor_settings())
+    engine = processor or settings.processor_settings()
+    # An embedded directory is this process's alone, its limits too: pacing shared
+    # through the store with other processes (and their directories) would only slow it.
+    gate = None
+    if settings.embedded:
+        gate = LocalRateGate(
+            create_limit=engine.create_limit,
+            other_limit=engine.other_limit,
+            unpaced_pause=engine.unpaced_throttle_pause,
+        )
+    return BulkProcessor(client, store, engine, rate_gate=gate)
