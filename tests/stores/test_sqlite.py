@@ -244,6 +244,20 @@ async def test_takes_older_than_a_window_are_forgotten(store: SqliteStore) -> No
     assert query(store_path(store), "SELECT count(*) FROM pace_takes")[0][0] <= 2
 
 
+async def test_takes_dated_in_the_future_count_as_taken_now(
+    store: SqliteStore, path: pathlib.Path
+) -> None:
+    """After the wall clock is set back, takes it dated "in the future" hold the next
+    ones back for one window from now, not for as long as the clock jumped."""
+    gate = store.rate_gate(RateLimit(1, 30.0), None, 1.0)
+    await store.ping()  # the file exists, migrated
+    query(path, "INSERT INTO pace_takes (kind, seq, at) VALUES ('create', 1, 4e9)")
+
+    wait = await gate.take(CallKind.CREATE)
+
+    assert 29.0 < wait <= 30.0 + 1.0
+
+
 def store_path(store: SqliteStore) -> pathlib.Path:
     return pathlib.Path(store.path)
 

@@ -18,10 +18,10 @@ class SqliteRateGate:
 
     The same rules as :class:`~hospital_bulk.LocalRateGate`: never more than ``count``
     takes in any span of the window plus :func:`~hospital_bulk._pacing.window_margin`;
-    a 429 pauses everyone for Retry-After, or a window. A take of a paced kind is one
-    small write, committed with whatever other writes of the store are waiting (see
-    :mod:`._sqlite_worker`); an unpaced kind only reads the pause. Times are the wall
-    clock's, which every process on the host shares.
+    a 429 pauses everyone for Retry-After, or a window. A take is one small write
+    (of a paced kind; an unpaced one only looks at the pause), committed with
+    whatever other writes of the store are waiting (see :mod:`._sqlite_worker`).
+    Times are the wall clock's, which every process on the host shares.
     """
 
     def __init__(
@@ -38,10 +38,9 @@ class SqliteRateGate:
         self._takes = {kind: _take_op(kind, limit) for kind, limit in self._limits.items()}
 
     async def take(self, kind: CallKind) -> float:
-        op = self._takes[kind]
-        if op is None:
-            return await self._worker.read(schema.pace_paused)
-        return await self._worker.write(op)
+        # Even an unpaced kind's look at the pause goes with the writes: it then shares
+        # the trip to the worker thread of the writes queued with it (a row's save).
+        return await self._worker.write(self._takes[kind])
 
     async def throttled(self, kind: CallKind, retry_after: float | None) -> float:
         delay = throttle_delay(self._limits[kind], retry_after, self._unpaced_pause)
@@ -52,8 +51,8 @@ class SqliteRateGate:
         return await self._worker.read(schema.pace_paused)
 
 
-def _take_op(kind: CallKind, limit: RateLimit | None) -> schema.Op[float] | None:
+def _take_op(kind: CallKind, limit: RateLimit | None) -> schema.Op[float]:
     if limit is None or limit.count <= 0:
-        return None
+        return schema.pace_paused
     span = limit.window + window_margin(limit.window)
     return functools.partial(schema.pace_take, kind.value, limit.count, span)

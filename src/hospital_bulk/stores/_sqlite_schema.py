@@ -95,8 +95,15 @@ MIGRATIONS: Sequence[Sequence[str]] = (
     # until when a 429 pauses everyone. Times are wall-clock seconds (time.time()):
     # every process on the file reads the same clock, unlike a monotonic one.
     (
-        "CREATE TABLE pace_takes (kind TEXT NOT NULL, at REAL NOT NULL)",
-        "CREATE INDEX pace_takes_by_kind ON pace_takes (kind, at)",
+        # Numbered per kind (seq), so that the N-th previous take is one lookup.
+        """
+        CREATE TABLE pace_takes (
+            kind TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (kind, seq)
+        ) WITHOUT ROWID
+        """,
         "CREATE TABLE pace_pause (id INTEGER PRIMARY KEY CHECK (id = 1), until REAL NOT NULL)",
     ),
 )
@@ -258,28 +265,40 @@ def purge(retention: float, conn: sqlite3.Connection) -> int:
 
 def pace_take(kind: str, count: int, span: float, conn: sqlite3.Connection) -> float:
     """Take one of ``kind`` by the sliding rule (at most ``count`` in any ``span``) and
-    return 0, or return the seconds to wait before asking again."""
+    return 0, or return the seconds to wait before asking again.
+
+    Every statement is a lookup by key, whatever ``count``: the file keeps at most
+    ``count`` takes per kind, and fewer once the oldest are a span old.
+    """
     now = time.time()
     wait = pace_paused(conn, now)
     if wait > 0:
         return wait
-    newest_first = [
-        at
-        for (at,) in conn.execute(
-            "SELECT at FROM pace_takes WHERE kind = ? ORDER BY at DESC LIMIT ?", (kind, count)
-        )
-    ]
-    if newest_first and newest_first[0] > now:
-        # The wall clock was set back: takes "in the future" would hold everyone back
-        # for as long. They count as taken now, for a whole span.
-        conn.execute("UPDATE pace_takes SET at = ? WHERE kind = ? AND at > ?", (now, kind, now))
-        newest_first = [min(at, now) for at in newest_first]
-    nth = newest_first[count - 1] if len(newest_first) == count else None
-    wait = sliding_wait(nth, span, now)
-    if wait > 0:
-        return wait
-    conn.execute("DELETE FROM pace_takes WHERE kind = ? AND at <= ?", (kind, now - span))
-    conn.execute("INSERT INTO pace_takes (kind, at) VALUES (?, ?)", (kind, now))
+    last = conn.execute(
+        "SELECT seq, at FROM pace_takes WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
+    ).fetchone()
+    seq = 1
+    if last is not None:
+        seq = last[0] + 1
+        if last[1] > now:
+            # The wall clock was set back: takes "in the future" would hold everyone
+            # back for as long. They count as taken now, for a whole span.
+            conn.execute("UPDATE pace_takes SET at = ? WHERE kind = ? AND at > ?", (now, kind, now))
+        nth = conn.execute(
+            "SELECT at FROM pace_takes WHERE kind = ? AND seq = ?", (kind, seq - count)
+        ).fetchone()
+        wait = sliding_wait(None if nth is None else min(nth[0], now), span, now)
+        if wait > 0:
+            return wait
+    conn.execute("INSERT INTO pace_takes (kind, seq, at) VALUES (?, ?, ?)", (kind, seq, now))
+    # The take count back no longer counts; nor do the oldest once a span old (two at
+    # a time: more than one per take, so an idle spell's takes go too).
+    conn.execute(
+        "DELETE FROM pace_takes WHERE kind = ? AND seq IN"
+        " (SELECT seq FROM pace_takes WHERE kind = ? ORDER BY seq LIMIT 2)"
+        " AND (seq <= ? OR at <= ?)",
+        (kind, kind, seq - count, now - span),
+    )
     return 0.0
 
 
