@@ -22,7 +22,7 @@ from hospital_bulk.testing import FakeDirectory
 
 #: Quick retries so fault scenarios finish in milliseconds.
 FAST_RETRY = RetryPolicy(
-    attempts=6, timeout=30.0, backoff_initial=0.001, backoff_max=0.01, settle=0.0
+    attempts=6, timeout=30.0, backoff_initial=0.001, backoff_max=0.01, landing_horizon=0.0
 )
 UNPACED = ProcessorSettings(
     concurrency=20,

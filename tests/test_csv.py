@@ -10,6 +10,7 @@ to those so that the whole expectation fits in one ``expected == actual``.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import io
 from pathlib import Path
 
@@ -391,10 +392,10 @@ def test_only_a_header() -> None:
 
 
 def test_latin1_is_an_encoding_error_naming_the_byte() -> None:
-    """A Latin-1 é is not UTF-8: the error gives its offset and line; reading stops there."""
+    """A Latin-1 ô is not UTF-8: the error gives its row, line and offset; reading stops there."""
     data = b"name,address\nA,B\nH\xf4pital,C\nD,E\n"
     report, rows = read(data)
-    assert ([(Code.ENCODING, None, 3, None)], [(1, 2, H("A", "B"))]) == (
+    assert ([(Code.ENCODING, 2, 3, None)], [(1, 2, H("A", "B"))]) == (
         found(report),
         records(rows),
     )
@@ -407,22 +408,25 @@ def test_the_encoding_offset_is_absolute_far_into_the_file() -> None:
     """The offset counts from the file's first byte, BOM included, past many chunks."""
     head = codecs.BOM_UTF8 + b"name,address\n" + b"".join(b"H%d,A\n" % i for i in range(700))
     report = validate_csv(head + b"C,\xe9\n")
-    assert ([(Code.ENCODING, None, 702, None)], 700) == (found(report), report.total_rows)
+    assert ([(Code.ENCODING, 701, 702, None)], 700) == (found(report), report.total_rows)
     assert f"byte {len(head) + 2:,} " in report.errors[0].message
 
 
 def test_an_encoding_error_inside_a_quoted_value_is_reported_once() -> None:
-    """A bad byte in the middle of a multi-line quoted value gives only the encoding error."""
+    """A bad byte in the middle of a multi-line quoted value gives only the encoding error,
+    for the row that starts on the line before."""
     report, _ = read(b'name,address\n"A\nB\xff",C\n')
-    assert [(Code.ENCODING, None, 3, None)] == found(report)
+    assert [(Code.ENCODING, 1, 3, None)] == found(report)
 
 
 def test_a_truncated_utf16_file() -> None:
     """An odd byte at the end of a UTF-16 file is an encoding error too."""
     data = codecs.BOM_UTF16_LE + "name,address\nA,B\n".encode("utf-16-le") + b"C"
     report, _ = read(data)
-    assert [(Code.ENCODING, None, 3, None)] == found(report)
+    assert [(Code.ENCODING, 2, 3, None)] == found(report)
     assert f"byte {len(data) - 1} " in report.errors[0].message
+    assert "not valid UTF-16" in report.errors[0].message
+    assert "encoding=" not in report.errors[0].message
 
 
 def test_an_unterminated_quote() -> None:
@@ -451,6 +455,163 @@ def test_utf16_without_bom_is_reported_as_nul_bytes() -> None:
     """UTF-16 without a BOM decodes as UTF-8 full of NULs: every row is malformed."""
     report, _ = read("name,address\nA,B\n".encode("utf-16-le"))
     assert (Code.MALFORMED_CSV, False) == (report.errors[0].code, report.valid)
+
+
+# -- encoding and delimiter options ---------------------------------------------------------
+
+#: What Excel on Windows saves as "CSV": cp1252, where 0x96 is an en dash.
+EXCEL_CP1252 = "name,address\nClínica São José,Rua 1\nHôpital \u2013 Nord,2 rue du Nord\n".encode(
+    "cp1252"
+)
+
+
+def test_a_cp1252_file_is_refused_by_default_with_a_suggestion() -> None:
+    """Read as UTF-8, Excel's cp1252 fails on row 1, line 2; the message says to save it as
+    UTF-8 or pass encoding=cp1252, and shows the line read that way."""
+    report, rows = read(EXCEL_CP1252)
+    assert ([(Code.ENCODING, 1, 2, None)], []) == (found(report), rows)
+    message = report.errors[0].message
+    assert "Save the file as UTF-8" in message
+    assert "encoding=cp1252" in message
+    assert "'Clínica São José,Rua 1'" in message
+
+
+def test_a_cp1252_file_reads_with_encoding_cp1252() -> None:
+    """encoding=cp1252 reads the accents and the en dash; the report names the encoding."""
+    report, rows = read(EXCEL_CP1252, CsvOptions(encoding="cp1252"))
+    assert [
+        (1, 2, H("Clínica São José", "Rua 1")),
+        (2, 3, H("Hôpital \u2013 Nord", "2 rue du Nord")),
+    ] == records(rows)
+    assert (True, "cp1252") == (report.valid, report.encoding)
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_an_encoding_reads_across_chunks() -> None:
+    """A multi-byte encoding cut into 5-byte chunks reads like the whole file."""
+    data = "name,address\n北京协和医院,东城区\n".encode("gb18030")
+    _, rows = read(data, CsvOptions(encoding="gb18030"))
+    assert [(1, 2, H("北京协和医院", "东城区"))] == records(rows)
+
+
+def test_bytes_undefined_in_cp1252_suggest_latin1() -> None:
+    """0x81 means nothing in cp1252: the suggestion is latin-1, which reads any byte."""
+    report, _ = read(b"name,address\nA\x81,B\n")
+    assert "encoding=latin-1" in report.errors[0].message
+
+
+def test_an_encoding_error_in_the_first_line_has_no_row() -> None:
+    """A bad byte before the first line is known to be a header or a row: file-level."""
+    report, _ = read(b"n\xe4me,address\nA,B\n")
+    assert [(Code.ENCODING, None, 1, None)] == found(report)
+
+
+def test_a_file_not_in_the_given_encoding() -> None:
+    """A byte the given encoding cannot decode is an encoding error naming that encoding."""
+    report, _ = read(b"name,address\nA\x81,B\n", CsvOptions(encoding="cp1252"))
+    assert [(Code.ENCODING, 1, 2, None)] == found(report)
+    assert "not valid cp1252" in report.errors[0].message
+    assert "Check that cp1252 is the file's encoding" in report.errors[0].message
+
+
+def test_encoding_names_are_python_s_own() -> None:
+    """Aliases become one name; utf-8-sig is the default, which drops a BOM anyway."""
+    assert ["iso8859-1", "cp1252", "utf-8", "utf-8", "utf-16"] == [
+        CsvOptions(encoding=name).encoding
+        for name in ("latin-1", "Windows-1252", "UTF8", "utf-8-sig", "UTF_16")
+    ]
+
+
+@pytest.mark.parametrize("name", ["klingon", "base64", "rot13", "undefined", ""])
+def test_an_unknown_encoding_is_refused(name: str) -> None:
+    """A name Python does not know, or a codec that does not decode text, is a ValueError."""
+    with pytest.raises(ValueError, match="unknown encoding"):
+        CsvOptions(encoding=name)
+
+
+def test_the_default_still_reads_a_bom() -> None:
+    """With the default encoding a UTF-16 BOM still decides."""
+    data = codecs.BOM_UTF16_LE + "name,address\nÉ,B\n".encode("utf-16-le")
+    report, rows = read(data)
+    assert ("utf-16", [(1, 2, H("É", "B"))]) == (report.encoding, records(rows))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data"),
+    [
+        ("utf-16", "name,address\nÉ,B\n".encode("utf-16-le")),
+        ("utf-16", codecs.BOM_UTF16_BE + "name,address\nÉ,B\n".encode("utf-16-be")),
+        ("utf-32", "name,address\nÉ,B\n".encode("utf-32")),
+        ("utf-32", codecs.BOM_UTF32_BE + "name,address\nÉ,B\n".encode("utf-32-be")),
+    ],
+)
+def test_utf16_and_utf32_by_name_read_with_or_without_a_bom(encoding: str, data: bytes) -> None:
+    """Named, UTF-16 and UTF-32 take the byte order from a BOM, little-endian without."""
+    report, rows = read(data, CsvOptions(encoding=encoding))
+    assert (encoding, [(1, 2, H("É", "B"))]) == (report.encoding, records(rows))
+
+
+def test_a_codec_refusing_the_stream_is_an_encoding_error() -> None:
+    """A decoder that fails without pointing at a byte still gives a finding, not a crash."""
+
+    class Refusing(codecs.IncrementalDecoder):
+        def decode(self, input: bytes, final: bool = False) -> str:
+            if b"!" in input:
+                raise UnicodeError("the stream is refused")
+            return input.decode("ascii")
+
+    def search(name: str) -> codecs.CodecInfo | None:
+        if name != "refusing_test_codec":
+            return None
+        ascii_codec = codecs.lookup("ascii")
+        return codecs.CodecInfo(
+            ascii_codec.encode, ascii_codec.decode, name=name, incrementaldecoder=Refusing
+        )
+
+    codecs.register(search)
+    try:
+        report, _ = read(b"name,address\nA,B\nC!,D\n", CsvOptions(encoding="refusing_test_codec"))
+    finally:
+        codecs.unregister(search)
+    assert [(Code.ENCODING, None, 1, None)] == found(report)
+    assert "the stream is refused" in report.errors[0].message
+
+
+def test_a_delimiter_overrides_the_sniffing() -> None:
+    """delimiter=';' reads a line the sniffing would split at its commas."""
+    data = b"name;address\nA, the clinic;1 Main St, Springfield\n"
+    report, rows = read(data, CsvOptions(delimiter=";"))
+    assert [(1, 2, H("A, the clinic", "1 Main St, Springfield"))] == records(rows)
+    assert (True, ";") == (report.valid, report.delimiter)
+
+
+def test_any_one_character_can_delimit() -> None:
+    """A pipe, and 'tab' as a name for the tab."""
+    _, rows = read(b"name|address\nA|B\n", CsvOptions(delimiter="|"))
+    assert [(1, 2, H("A", "B"))] == records(rows)
+    assert "\t" == CsvOptions(delimiter="tab").delimiter
+
+
+@pytest.mark.parametrize("delimiter", ["", ";;", '"', "a", "1", " ", "\n", "\r"])
+def test_a_delimiter_that_cannot_separate_is_refused(delimiter: str) -> None:
+    """One character, not a quote, letter, digit, space or line break."""
+    with pytest.raises(ValueError, match="delimiter"):
+        CsvOptions(delimiter=delimiter)
+
+
+def test_the_reader_gives_the_file_s_sha256(tmp_path: Path) -> None:
+    """The digest is of the bytes read, whatever the source; ready with the report."""
+    path = tmp_path / "h.csv"
+    path.write_bytes(DATA)
+    digests = []
+    for source in (DATA, io.BytesIO(DATA), path):
+        reader = CsvReader(source)
+        with pytest.raises(RuntimeError):
+            _ = reader.sha256
+        for _ in reader:
+            pass
+        digests.append(reader.sha256)
+    assert [hashlib.sha256(DATA).hexdigest()] * 3 == digests
 
 
 # -- limits --------------------------------------------------------------------------------
@@ -564,7 +725,7 @@ def test_tiny_chunks_keep_encoding_offsets() -> None:
     """With 5-byte chunks the offset of a bad byte is still absolute."""
     data = "name,address\nÉ,B\n".encode() + b"C,\xc3(\n"
     report, _ = read(data)
-    assert [(Code.ENCODING, None, 3, None)] == found(report)
+    assert [(Code.ENCODING, 2, 3, None)] == found(report)
     assert f"byte {len(data) - 3} " in report.errors[0].message
 
 

@@ -196,3 +196,49 @@ def test_chunk_size_does_not_matter(data: bytes) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_text, "CHUNK_BYTES", 3)
         assert whole == read_csv(data)
+
+
+@given(
+    st.lists(hospital_records, min_size=1, max_size=20),
+    st.sampled_from(["cp1252", "latin-1", "utf-16-le", "gb18030", "shift_jis"]),
+    st.sampled_from([",", ";", "|", "\t"]),
+    st.integers(min_value=1, max_value=9),
+)
+def test_records_in_any_encoding_and_delimiter_read_back_equal(
+    records: list[HospitalRecord], encoding: str, delimiter: str, chunk: int
+) -> None:
+    """Written in an encoding with a delimiter, read with both named, in chunks of any
+    size: every record comes back as written."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["name", "address", "phone"])
+    for record in records:
+        writer.writerow([record.name, record.address, record.phone or ""])
+    try:
+        data = out.getvalue().encode(encoding)
+    except UnicodeEncodeError:
+        assume(False)
+        raise
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_text, "CHUNK_BYTES", chunk)
+        report, rows = read_csv(data, CsvOptions(encoding=encoding, delimiter=delimiter))
+    assert (records, 0) == ([row.record for row in rows], report.error_count)
+
+
+@given(
+    st.lists(st.sampled_from(PIECES), max_size=60).map(b"".join),
+    st.sampled_from(["cp1252", "latin-1", "utf-16", "utf-32", "gb18030", "ascii"]),
+    st.sampled_from([None, "|", ";", "\t"]),
+    st.integers(min_value=1, max_value=9),
+)
+def test_any_encoding_and_delimiter_give_a_report(
+    data: bytes, encoding: str, delimiter: str | None, chunk: int
+) -> None:
+    """Garbage read in any encoding, with any delimiter, in chunks of any size, never
+    raises, and the chunks do not change the report."""
+    options = CsvOptions(encoding=encoding, delimiter=delimiter, max_field_length=6)
+    whole = read_csv(data, options)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_text, "CHUNK_BYTES", chunk)
+        check_never_raises(data, options)
+        assert whole == read_csv(data, options)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import collections
+import hashlib
+import io
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,8 +19,10 @@ from hospital_bulk import (
     BulkProcessor,
     EventDraft,
     EventType,
+    Fingerprint,
     Hospital,
     HospitalRecord,
+    IdempotencyKeyReusedError,
     InvalidCsvError,
     JobConflictError,
     JobNotFoundError,
@@ -229,6 +234,117 @@ async def test_idempotency_key_returns_the_first_job(fake: FakeDirectory) -> Non
 
     assert first.id == again.id
     assert 1 == len(await bulk.list_jobs())
+
+
+async def test_a_job_keeps_the_fingerprint_of_its_file(fake: FakeDirectory) -> None:
+    """The SHA-256 of the bytes submitted and the reading options, as Python names them."""
+    data = csv_bytes(records(2)).replace(b",", b";")
+    job = await processor(fake).submit(data, encoding="latin-1", delimiter=";")
+
+    assert Fingerprint(hashlib.sha256(data).hexdigest(), "iso8859-1", ";") == job.fingerprint
+
+
+async def test_an_idempotency_key_with_another_file_is_refused(fake: FakeDirectory) -> None:
+    """The same key with a different file raises IdempotencyKeyReusedError naming the key
+    and the first job; nothing new is stored, and the first file still gets its job."""
+    bulk = processor(fake)
+    first = await bulk.submit(csv_bytes(records(2)), idempotency_key="upload-1")
+
+    with pytest.raises(IdempotencyKeyReusedError) as raised:
+        await bulk.submit(csv_bytes(records(3)), idempotency_key="upload-1")
+
+    error = raised.value
+    assert ("upload-1", first.id, ("a different file",)) == (
+        error.key,
+        error.job_id,
+        error.differences,
+    )
+    assert "'upload-1'" in str(error)
+    assert first.id in str(error)
+    assert [first.id] == [job.id for job in await bulk.list_jobs()]
+    assert first.id == (await bulk.submit(csv_bytes(records(2)), idempotency_key="upload-1")).id
+
+
+async def test_an_idempotency_key_with_other_options_is_refused(fake: FakeDirectory) -> None:
+    """The same bytes read another way are another submission: the differences say how."""
+    bulk = processor(fake)
+    data = csv_bytes(records(2))
+    await bulk.submit(data, idempotency_key="k")
+
+    with pytest.raises(IdempotencyKeyReusedError) as raised:
+        await bulk.submit(data, idempotency_key="k", encoding="cp1252", delimiter=",")
+
+    assert (
+        "encoding 'cp1252' instead of 'utf-8'",
+        "delimiter ',' instead of picked from the file",
+    ) == raised.value.differences
+
+
+async def test_a_retry_with_the_same_file_from_a_file_object_gets_the_job(
+    fake: FakeDirectory, tmp_path: Path
+) -> None:
+    """A path, bytes and a file object of the same content are the same submission."""
+    bulk = processor(fake)
+    data = csv_bytes(records(2))
+    path = tmp_path / "h.csv"
+    path.write_bytes(data)
+    first = await bulk.submit(path, idempotency_key="k")
+
+    again = [
+        await bulk.submit(source, idempotency_key="k", file_name="other.csv")
+        for source in (data, io.BytesIO(data), path)
+    ]
+
+    assert [first.id] * 3 == [job.id for job in again]
+
+
+async def test_a_job_stored_without_a_fingerprint_matches_any_file(fake: FakeDirectory) -> None:
+    """Jobs from before fingerprints cannot be compared: their key returns them, as before."""
+    store = MemoryStore()
+    bulk = BulkProcessor(fake, store, settings=UNPACED)
+    first = await bulk.submit(csv_bytes(records(2)), idempotency_key="old")
+    store._jobs[first.id] = attrs.evolve(store._jobs[first.id], fingerprint=None)
+
+    again = await bulk.submit(csv_bytes(records(5)), idempotency_key="old")
+
+    assert first.id == again.id
+
+
+async def test_racing_submissions_of_different_files_with_one_key(fake: FakeDirectory) -> None:
+    """When two submissions with one key race, the loser learns whether it was a retry."""
+    store = MemoryStore()
+    bulk = BulkProcessor(fake, store, settings=UNPACED)
+    find_job = store.find_job
+    winner: list[str] = []
+
+    async def find_nothing_first(key: str) -> Any:
+        # The loser looked before the winner stored its job.
+        store.find_job = find_job  # type: ignore[method-assign]  # once only
+        winner.append((await bulk.submit(csv_bytes(records(1)), idempotency_key=key)).id)
+        return None
+
+    store.find_job = find_nothing_first  # type: ignore[method-assign]  # a race, staged
+    with pytest.raises(IdempotencyKeyReusedError) as raised:
+        await bulk.submit(csv_bytes(records(2)), idempotency_key="k")
+
+    assert winner == [raised.value.job_id]
+
+
+async def test_encoding_and_delimiter_reach_the_reader(fake: FakeDirectory) -> None:
+    """validate and submit read with the options given; bad ones are a ValueError."""
+    bulk = processor(fake)
+    data = "name;address\nHôpital Nord;1 rue\n".encode("cp1252")
+
+    refused = await bulk.validate(data)
+    report = await bulk.validate(data, encoding="cp1252", delimiter=";")
+    job = await bulk.submit(data, encoding="cp1252", delimiter=";")
+
+    assert (False, True) == (refused.valid, report.valid)
+    assert ["Hôpital Nord"] == [row.record.name for row in (await bulk.get(job.id)).rows]
+    with pytest.raises(ValueError, match="unknown encoding"):
+        await bulk.validate(data, encoding="klingon")
+    with pytest.raises(ValueError, match="delimiter"):
+        await bulk.submit(data, delimiter="ab")
 
 
 async def test_run_twice_is_a_conflict(fake: FakeDirectory) -> None:
@@ -520,10 +636,10 @@ class LateLandingDirectory:
 
 
 async def test_a_create_that_lands_late_is_not_sent_twice(fake: FakeDirectory) -> None:
-    """The batch is listed only once unanswered creates had ``settle`` seconds to land,
+    """The batch is listed only once unanswered creates reached their landing horizon,
     so a create still running upstream is found, not sent again."""
     rows = records(3)
-    settings = attrs.evolve(UNPACED, retry=attrs.evolve(UNPACED.retry, settle=0.3))
+    settings = attrs.evolve(UNPACED, retry=attrs.evolve(UNPACED.retry, landing_horizon=0.3))
 
     async with anyio.create_task_group() as group:
         late = LateLandingDirectory(fake, group, rows[1].name, delay=0.1)

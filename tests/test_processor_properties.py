@@ -23,9 +23,12 @@ from .helpers import UNPACED, csv_bytes, records, upstream_copies
 
 OPERATIONS = ("create", "create", "create", "list", "activate", "delete_hospital")
 
+#: Every fault but a hold, which costs real time and is tested on its own.
+FAULTS = [fault for fault in Fault if fault is not Fault.HOLD]
+
 fault_rules = st.lists(
     st.tuples(
-        st.sampled_from(list(Fault)),
+        st.sampled_from(FAULTS),
         st.sampled_from(OPERATIONS),
         st.integers(min_value=1, max_value=4),  # times
         st.one_of(st.none(), st.integers(min_value=0, max_value=119)),  # one row's name

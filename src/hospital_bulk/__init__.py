@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._client import DEFAULT_BASE_URL, DirectoryClient, DirectoryTimeouts, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
 from ._exports import reimport_csv, results_csv
-from ._jobs import Job, JobState, Progress, RowOutcome, RowState, RowStatus
+from ._jobs import Fingerprint, Job, JobState, Progress, RowOutcome, RowState, RowStatus
 from ._models import (
     UPSTREAM_LIMITS,
     Finding,
@@ -31,7 +31,10 @@ from ._summary import JobSummary, RowSummary, reimportable_rows
 from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,
+    DirectoryMismatchError,
+    DirectoryUnavailableError,
     HospitalBulkError,
+    IdempotencyKeyReusedError,
     InvalidCsvError,
     JobConflictError,
     JobNotFoundError,
@@ -54,16 +57,20 @@ __all__ = [
     "CsvRow",
     "DirectoryClient",
     "DirectoryError",
+    "DirectoryMismatchError",
     "DirectoryTimeouts",
+    "DirectoryUnavailableError",
     "Event",
     "EventDraft",
     "EventType",
     "Finding",
     "FindingCode",
+    "Fingerprint",
     "Hospital",
     "HospitalBulkError",
     "HospitalRecord",
     "HttpDirectoryClient",
+    "IdempotencyKeyReusedError",
     "InvalidCsvError",
     "Job",
     "JobConflictError",

@@ -1,12 +1,21 @@
-"""Upstream calls: pacing, retries with backoff, and the notice that a 429 paused us.
+"""Upstream calls: pacing, retries with backoff, 429 pauses and outages.
 
 One :class:`UpstreamCalls` per processor serves every run, reconciliation and
-delete, so that all of them share one concurrency limit, one rate gate and one
-account of whether the upstream is throttling us.
+delete, so that all of them share one concurrency limit, one rate gate, one
+account of whether the upstream is throttling us and one of whether it is there
+at all.
+
+An outage: after ``RetryPolicy.outage_after`` consecutive calls failed for want of
+a directory (refused, timed out, 5xx), calls stop going out. One waiter at a time
+probes (``DirectoryClient.ping``) with backoff; the first answer ends the outage
+and every waiter goes on. A call that waited ``outage_deadline`` seconds raises
+:class:`DirectoryUnavailableError`, so its job can stop, resumable, instead of
+failing rows that were never refused.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,6 +27,7 @@ from ._pacing import CallKind, Pacer, full_jitter
 from ._settings import RetryPolicy
 from .exceptions import (
     DirectoryError,
+    DirectoryUnavailableError,
     MaybeLandedError,
     NotSentError,
     ThrottledError,
@@ -25,17 +35,49 @@ from .exceptions import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("hospital_bulk")
 
 
 class StopRequestedError(Exception):
     """A create was not sent because its run was asked to stop."""
 
 
+def is_outage(error: DirectoryError) -> bool:
+    """Whether ``error`` says the directory is not there (rather than saying no)."""
+    if isinstance(error, NotSentError):
+        return True
+    if isinstance(error, MaybeLandedError) and not isinstance(error, UnreadableAnswerError):
+        return error.status is None or error.status >= 500
+    return False
+
+
+def describe(error: DirectoryError) -> str:
+    """The error as an operator reads it: with its HTTP status, if it had one."""
+    return f"HTTP {error.status}: {error.message}" if error.status else error.message
+
+
+class Outage:
+    """Whether the directory is answering, as every call of one processor sees it."""
+
+    def __init__(self) -> None:
+        self.failures = 0  # consecutive outage failures
+        self.error: DirectoryError | None = None  # set while the directory is unavailable
+        self.over = anyio.Event()
+        self.probing = anyio.Lock()
+        self.probes = 0
+
+    @property
+    def active(self) -> bool:
+        return self.error is not None
+
+
 class UpstreamCalls:
     """Send calls to the directory through the pacer, retrying what provably did not land.
 
     ``on_throttle(delay)`` hears when a 429 pauses every caller (``delay`` seconds)
-    and when the pause is over (``0``).
+    and when the pause is over (``0``); ``on_outage(error, delay)`` when the
+    directory is unavailable (``error``, next probe in ``delay`` seconds) and when
+    it answers again (``None``).
     """
 
     def __init__(
@@ -44,12 +86,15 @@ class UpstreamCalls:
         pacer: Pacer,
         policy: RetryPolicy,
         on_throttle: Callable[[float], Awaitable[None]],
+        on_outage: Callable[[DirectoryError | None, float], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.pacer = pacer
         self.policy = policy
         self._on_throttle = on_throttle
+        self._on_outage = on_outage
         self._throttled = False
+        self.outage = Outage()
 
     async def call(
         self,
@@ -63,8 +108,10 @@ class UpstreamCalls:
 
         An idempotent call (a listing, a delete) is retried after a maybe-landed
         failure too, but for an answer it could not read; a create or an activation
-        never is. Once ``stop`` is set, a
-        create still waiting for its turn raises :class:`StopRequestedError` unsent.
+        never is. Once ``stop`` is set, a create still waiting for its turn raises
+        :class:`StopRequestedError` unsent. While the directory is unavailable the
+        call waits for it (see the module's docstring), and one refused then is sent
+        again once it answers without using up an attempt.
         """
         retry_on: tuple[type[DirectoryError], ...] = (NotSentError, ThrottledError)
         if idempotent:
@@ -101,6 +148,88 @@ class UpstreamCalls:
         self, kind: CallKind, send: Callable[[], Awaitable[T]], stop: anyio.Event | None
     ) -> T:
         stop = stop if kind is CallKind.CREATE else None
+        while True:
+            if self.outage.active:
+                await self._wait_for_directory(stop)
+            try:
+                result = await self._paced(kind, send, stop)
+            except DirectoryError as error:
+                if not is_outage(error):
+                    self.outage.failures = 0
+                    raise
+                await self._failed(error)
+                if self.outage.active and isinstance(error, NotSentError):
+                    continue  # surely not sent: again once the directory answers, free
+                raise
+            self.outage.failures = 0
+            return result
+
+    async def _failed(self, error: DirectoryError) -> None:
+        outage = self.outage
+        outage.failures += 1
+        if outage.active or outage.failures < self.policy.outage_after:
+            return
+        outage.error, outage.over, outage.probes = error, anyio.Event(), 0
+        delay = self._probe_delay(0)
+        log.warning("directory unavailable (%s); next try in %.1f s", describe(error), delay)
+        if self._on_outage is not None:
+            await self._on_outage(error, delay)
+
+    def _probe_delay(self, probes: int) -> float:
+        return min(self.policy.probe_max, self.policy.backoff_initial * 2.0**probes)
+
+    async def _wait_for_directory(self, stop: anyio.Event | None) -> None:
+        """Return once the directory answers; raise :class:`DirectoryUnavailableError`
+        after ``outage_deadline`` seconds, or :class:`StopRequestedError` once ``stop``
+        is set."""
+        outage = self.outage
+        with anyio.move_on_after(self.policy.outage_deadline):
+            while outage.active:
+                if stop is not None and stop.is_set():
+                    raise StopRequestedError
+                if outage.probing.locked():
+                    await _first(outage.over, stop)
+                    continue
+                async with outage.probing:
+                    if not outage.active:
+                        return
+                    await self._probe(stop)
+            return
+        error = outage.error
+        raise DirectoryUnavailableError(
+            f"the directory did not answer for {self.policy.outage_deadline:.0f} s"
+            + (f": {describe(error)}" if error is not None else ""),
+        )
+
+    async def _probe(self, stop: anyio.Event | None) -> None:
+        outage = self.outage
+        with anyio.move_on_after(self._probe_delay(outage.probes)):
+            await _first(anyio.Event(), stop)  # a sleep that a stop ends
+        if stop is not None and stop.is_set():
+            return
+        try:
+            await self._paced(CallKind.OTHER, self.client.ping, None)
+        except DirectoryError as error:
+            if is_outage(error):
+                outage.probes += 1
+                outage.error = error
+                delay = self._probe_delay(outage.probes)
+                log.warning(
+                    "directory still unavailable (%s); next try in %.1f s", describe(error), delay
+                )
+                if self._on_outage is not None:
+                    await self._on_outage(error, delay)
+                return
+        # Any answer, even a refusal, says the directory is there.
+        outage.error, outage.failures = None, 0
+        outage.over.set()
+        log.info("directory available again")
+        if self._on_outage is not None:
+            await self._on_outage(None, 0.0)
+
+    async def _paced(
+        self, kind: CallKind, send: Callable[[], Awaitable[T]], stop: anyio.Event | None
+    ) -> T:
         async with self.pacer.slot(kind, stop):
             if stop is not None and stop.is_set():
                 raise StopRequestedError
@@ -115,3 +244,18 @@ class UpstreamCalls:
             self._throttled = False
             await self._on_throttle(0.0)
         return result
+
+
+async def _first(event: anyio.Event, stop: anyio.Event | None) -> None:
+    """Wait until ``event`` or ``stop`` is set."""
+    async with anyio.create_task_group() as group:
+
+        async def stopped() -> None:
+            assert stop is not None
+            await stop.wait()
+            group.cancel_scope.cancel()
+
+        if stop is not None:
+            group.start_soon(stopped)
+        await event.wait()
+        group.cancel_scope.cancel()

@@ -20,6 +20,10 @@ class EventType(enum.StrEnum):
     ROW_UNKNOWN = "row.unknown"
     BATCH_ACTIVATED = "batch.activated"
     THROTTLE_CHANGED = "throttle.changed"
+    #: The directory stopped answering: ``error`` is its last failure, ``delay`` the
+    #: seconds until the next probe. The job's state says ``waiting_for_directory``.
+    DIRECTORY_UNAVAILABLE = "directory.unavailable"
+    DIRECTORY_AVAILABLE = "directory.available"
     JOB_FINISHED = "job.finished"
 
 
@@ -35,7 +39,9 @@ class EventDraft:
     creation_batch_id: UUID | None = None
     error_code: str | None = None
     error: str | None = None
-    delay: float | None = None  # throttle.changed: seconds everyone waits (0 = lifted)
+    #: throttle.changed: seconds everyone waits (0 = lifted); directory.unavailable:
+    #: seconds until the next probe
+    delay: float | None = None
     count: int | None = None  # batch.activated: hospitals activated
 
 

@@ -21,8 +21,12 @@ from .exceptions import JobConflictError
 
 class JobState(enum.StrEnum):
     PENDING = "pending"
+    #: Taken by a processor that runs as many jobs as it may: it starts it in turn.
+    QUEUED = "queued"
     RUNNING = "running"
     ACTIVATING = "activating"
+    #: Running, but the directory stopped answering: calls wait for it to come back.
+    WAITING_FOR_DIRECTORY = "waiting_for_directory"
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
@@ -32,7 +36,7 @@ class JobState(enum.StrEnum):
 
     @property
     def is_active(self) -> bool:
-        """A runner is working on the job right now."""
+        """A runner holds the job right now (queued, running, activating, waiting)."""
         return self in ACTIVE_STATES
 
     @property
@@ -41,11 +45,14 @@ class JobState(enum.StrEnum):
 
     @property
     def is_settled(self) -> bool:
-        """Nobody works on the job and nobody is about to: neither running nor pending."""
+        """Nobody works on the job and nobody is about to: neither held by a runner
+        (queued, running...) nor pending."""
         return self not in ACTIVE_STATES and self is not JobState.PENDING
 
 
-ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.ACTIVATING})
+ACTIVE_STATES = frozenset(
+    {JobState.QUEUED, JobState.RUNNING, JobState.ACTIVATING, JobState.WAITING_FOR_DIRECTORY}
+)
 RESUMABLE_STATES = frozenset(
     {
         JobState.COMPLETED_WITH_ERRORS,
@@ -65,8 +72,11 @@ FINISHED_STATES = frozenset(
 
 #: For each target state, the states a job may move to it from.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.RUNNING: frozenset({JobState.PENDING}) | RESUMABLE_STATES,
-    JobState.ACTIVATING: frozenset({JobState.RUNNING}),
+    JobState.QUEUED: frozenset({JobState.PENDING}) | RESUMABLE_STATES,
+    JobState.RUNNING: frozenset({JobState.PENDING, JobState.QUEUED, JobState.WAITING_FOR_DIRECTORY})
+    | RESUMABLE_STATES,
+    JobState.ACTIVATING: frozenset({JobState.RUNNING, JobState.WAITING_FOR_DIRECTORY}),
+    JobState.WAITING_FOR_DIRECTORY: frozenset({JobState.RUNNING, JobState.ACTIVATING}),
     JobState.COMPLETED: ACTIVE_STATES,
     JobState.COMPLETED_WITH_ERRORS: ACTIVE_STATES,
     JobState.FAILED: ACTIVE_STATES,
@@ -143,6 +153,9 @@ class RowOutcome:
     attempts: int = 0  # creates sent; a pending row with attempts > 0 may have landed
     error_code: str | None = None
     error: str | None = None
+    #: When the last create was sent (Unix time): an unanswered one may land until
+    #: ``RetryPolicy.landing_horizon`` seconds later, even after a crash.
+    sent_at: float | None = None
 
     @property
     def status(self) -> RowStatus:
@@ -168,8 +181,8 @@ class RowOutcome:
 
     # The engine's per-row steps, spelled out: attrs.evolve is the costliest call on
     # the hot path.
-    def sent(self) -> RowOutcome:
-        """This row with one more create sent."""
+    def sent(self, at: float) -> RowOutcome:
+        """This row with one more create sent, at Unix time ``at``."""
         return RowOutcome(
             self.row,
             self.line,
@@ -180,6 +193,7 @@ class RowOutcome:
             self.attempts + 1,
             self.error_code,
             self.error,
+            at,
         )
 
     def settled(self, state: RowState, hospital_id: int | None) -> RowOutcome:
@@ -192,7 +206,41 @@ class RowOutcome:
             state,
             hospital_id,
             self.attempts,
+            None,
+            None,
+            self.sent_at,
         )
+
+
+@attrs.frozen
+class Fingerprint:
+    """What a job was submitted from: the SHA-256 of the file's bytes, in hex, and the
+    reading options that change what its rows are.
+
+    An idempotency key used again must come with the same fingerprint: the same file,
+    read the same way. The file's name does not count, nor the processor's limits (a
+    retry reaching a process set up differently still finds its job).
+    """
+
+    sha256: str
+    encoding: str = "utf-8"
+    #: ``None``: picked from the first line.
+    delimiter: str | None = None
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """What ``other`` (a later submission) changes, in words; empty when nothing."""
+        changes = []
+        if other.sha256 != self.sha256:
+            changes.append("a different file")
+        for option in ("encoding", "delimiter"):
+            before, after = getattr(self, option), getattr(other, option)
+            if before != after:
+                changes.append(f"{option} {_shown(after)} instead of {_shown(before)}")
+        return changes
+
+
+def _shown(value: str | None) -> str:
+    return "picked from the file" if value is None else repr(value)
 
 
 @attrs.frozen
@@ -206,6 +254,9 @@ class Job:
     progress: Progress
     file_name: str | None = None
     idempotency_key: str | None = None
+    #: The directory the job's rows go to (its base URL, or ``embedded``): every run
+    #: and delete of the job must use it. ``None``: not recorded (older jobs).
+    directory: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     runs: int = 0
@@ -213,6 +264,8 @@ class Job:
     #: The processor running the job, and until when its lease holds.
     owner: str | None = None
     lease_expires: dt.datetime | None = None
+    #: What the job was submitted from; ``None`` for jobs stored by earlier releases.
+    fingerprint: Fingerprint | None = None
 
     def lease_expired(self, now: dt.datetime) -> bool:
         return self.lease_expires is None or self.lease_expires <= now
@@ -245,7 +298,8 @@ def transition_job(
         moved = attrs.evolve(moved, owner=owner, lease_expires=expires)
     else:
         moved = attrs.evolve(moved, owner=None, lease_expires=None)
-    if state is JobState.RUNNING:
+    if state is JobState.RUNNING and job.state is not JobState.WAITING_FOR_DIRECTORY:
+        # A new run; back from waiting for the directory is the same run going on.
         return attrs.evolve(moved, started_at=now, finished_at=None, runs=job.runs + 1)
     if state in FINISHED_STATES or state is JobState.INTERRUPTED:
         return attrs.evolve(moved, finished_at=now)

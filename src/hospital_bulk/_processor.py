@@ -16,6 +16,7 @@ from ._client import DirectoryClient, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
 from ._jobs import (
     TRANSITIONS,
+    Fingerprint,
     Job,
     JobState,
     Progress,
@@ -28,13 +29,21 @@ from ._leases import recover
 from ._models import ValidationReport
 from ._owners import new_owner_id
 from ._pacing import CallKind, LocalRateGate, Pacer, RateGate
-from ._run import Run, execute
+from ._run import Run, execute, finish_unrun, wait_in_queue
 from ._settings import ProcessorSettings
 from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
-from .csv import CsvReader, CsvRow, Source
-from .exceptions import InvalidCsvError, JobConflictError, StoreError
+from .csv import CsvOptions, CsvReader, CsvRow, Source
+from .csv._text import sha256_of
+from .exceptions import (
+    DirectoryError,
+    DirectoryMismatchError,
+    IdempotencyKeyReusedError,
+    InvalidCsvError,
+    JobConflictError,
+    StoreError,
+)
 from .stores.memory import MemoryStore
 
 
@@ -64,25 +73,42 @@ class BulkProcessor:
         settings: ProcessorSettings = ProcessorSettings(),
         *,
         rate_gate: RateGate | None = None,
+        directory: str | None = None,
     ) -> None:
         """``rate_gate`` shares rate accounting beyond this processor. By default a
         store shared by several processes (``SqliteStore``, ``RedisStore``) provides
-        one, so they pace together; otherwise it lives in this processor's memory."""
+        one, so they pace together; otherwise it lives in this processor's memory.
+
+        ``directory`` names the directory the client reaches (by default an
+        ``HttpDirectoryClient``'s base URL): jobs submitted here record it, and a job
+        recorded with another one is refused (:class:`DirectoryMismatchError`).
+        """
         self._owned_client = client is None
         self.client: DirectoryClient = client if client is not None else HttpDirectoryClient()
+        if directory is None and isinstance(self.client, HttpDirectoryClient):
+            directory = self.client.base_url
+        self.directory = directory
         self.store: JobStore = store if store is not None else MemoryStore()
         self.settings = settings
         self._gate = rate_gate
         self._calls: UpstreamCalls | None = None
+        self._slots: anyio.CapacityLimiter | None = None
         self._runs: dict[str, Run] = {}
         #: Who runs jobs here, in the store's eyes.
         self.owner_id = new_owner_id()
 
     # -- files -----------------------------------------------------------------------
 
-    async def validate(self, source: Source) -> ValidationReport:
-        """Check a file without creating anything."""
-        report, _ = await self._read(source, keep_rows=False)
+    async def validate(
+        self, source: Source, *, encoding: str | None = None, delimiter: str | None = None
+    ) -> ValidationReport:
+        """Check a file without creating anything.
+
+        ``encoding`` and ``delimiter`` override those of ``settings.csv`` (see
+        :class:`CsvOptions`); an unknown encoding or an unusable delimiter is a
+        :class:`ValueError`.
+        """
+        report, _, _ = await self._read(source, self.csv_options(encoding, delimiter))
         return report
 
     async def submit(
@@ -91,19 +117,30 @@ class BulkProcessor:
         *,
         file_name: str | None = None,
         idempotency_key: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
     ) -> Job:
         """Validate a file and record it as a pending job.
 
         Raises :class:`InvalidCsvError` (with the report) when the file has errors.
-        With an ``idempotency_key`` already used, returns that earlier job instead.
+        ``encoding`` and ``delimiter`` are as for :meth:`validate`.
+
+        With an ``idempotency_key`` already used, returns that earlier job instead, when
+        it was submitted from the same bytes with the same ``encoding`` and
+        ``delimiter``; otherwise raises :class:`IdempotencyKeyReusedError`. Jobs stored
+        before fingerprints were kept match any file.
         """
+        options = self.csv_options(encoding, delimiter)
         if idempotency_key is not None:
             existing = await self.store.find_job(idempotency_key)
             if existing is not None:
-                return existing
-        report, csv_rows = await self._read(source, keep_rows=True)
+                # Only hashed, not read as CSV: the earlier job is the answer, or nothing is.
+                sha256 = await anyio.to_thread.run_sync(sha256_of, source)
+                return _reused(existing, idempotency_key, _fingerprint(sha256, options))
+        report, csv_rows, sha256 = await self._read(source, options, keep_rows=True)
         if not report.valid or not csv_rows:
             raise InvalidCsvError(report)
+        fingerprint = _fingerprint(sha256, options)
         job_id = new_job_id()
         size = self.settings.batch_size
         creation_batch_ids = creation_batch_ids_for(job_id, len(csv_rows), size)
@@ -123,6 +160,8 @@ class BulkProcessor:
             progress=progress,
             file_name=file_name,
             idempotency_key=idempotency_key,
+            directory=self.directory,
+            fingerprint=fingerprint,
         )
         accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
         try:
@@ -132,9 +171,22 @@ class BulkProcessor:
             if idempotency_key is not None:
                 existing = await self.store.find_job(idempotency_key)
                 if existing is not None:
-                    return existing
+                    return _reused(existing, idempotency_key, fingerprint)
             raise
         return await self.store.get_job(job_id)
+
+    def csv_options(self, encoding: str | None = None, delimiter: str | None = None) -> CsvOptions:
+        """``settings.csv`` with this ``encoding`` and ``delimiter`` (``None`` keeps its own).
+
+        Raises :class:`ValueError` for an unknown encoding or an unusable delimiter:
+        adapters call it to check what they were given before reading a byte.
+        """
+        options = self.settings.csv
+        if encoding is not None:
+            options = attrs.evolve(options, encoding=encoding)
+        if delimiter is not None:
+            options = attrs.evolve(options, delimiter=delimiter)
+        return options
 
     # -- running ---------------------------------------------------------------------
 
@@ -163,8 +215,15 @@ class BulkProcessor:
         return self._runs.get(job_id)
 
     @asynccontextmanager
-    async def process(self, source: Source, *, file_name: str | None = None) -> AsyncIterator[Run]:
-        """Submit a file and run it in a task group this context owns.
+    async def process(
+        self,
+        source: Source,
+        *,
+        file_name: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> AsyncIterator[Run]:
+        """Submit a file (see :meth:`submit`) and run it in a task group this context owns.
 
         ::
 
@@ -173,7 +232,7 @@ class BulkProcessor:
                     ...
             print(run.summary)
         """
-        job = await self.submit(source, file_name=file_name)
+        job = await self.submit(source, file_name=file_name, encoding=encoding, delimiter=delimiter)
         async with anyio.create_task_group() as group:
             yield await self.start(job.id, group)
 
@@ -197,6 +256,7 @@ class BulkProcessor:
     async def delete(self, job_id: str) -> Job:
         """Delete every upstream batch of the job (already gone is fine); the job shows deleted."""
         job = await self.store.get_job(job_id)
+        self._check_directory(job)
         if job.state.is_active or job_id in self._runs:
             raise JobConflictError(job_id, job.state, "delete it while it runs")
         job = await self.store.transition(job_id, JobState.DELETED)
@@ -257,15 +317,17 @@ class BulkProcessor:
     # -- internals -------------------------------------------------------------------
 
     async def _read(
-        self, source: Source, *, keep_rows: bool
-    ) -> tuple[ValidationReport, list[CsvRow]]:
-        def read() -> tuple[ValidationReport, list[CsvRow]]:
-            reader = CsvReader(source, self.settings.csv)
+        self, source: Source, options: CsvOptions, *, keep_rows: bool = False
+    ) -> tuple[ValidationReport, list[CsvRow], str]:
+        """The report, the valid rows if kept, and the SHA-256 of the bytes read."""
+
+        def read() -> tuple[ValidationReport, list[CsvRow], str]:
+            reader = CsvReader(source, options)
             rows: list[CsvRow] = []
             for chunk in reader:
                 if keep_rows:
                     rows.extend(chunk)
-            return reader.report, rows
+            return reader.report, rows, reader.sha256
 
         return await anyio.to_thread.run_sync(read)
 
@@ -279,19 +341,37 @@ class BulkProcessor:
         run = self._runs[job_id] = Run(job_id, self.watch)
         try:
             before = await self.store.get_job(job_id)
+            self._check_directory(before)
             if before.state.is_active:
                 raise JobConflictError(job_id, before.state, "start it: it is running")
             if before.state not in TRANSITIONS[JobState.RUNNING]:
                 raise JobConflictError(job_id, before.state, "run it: nothing is left to do")
-            job = await self.store.transition(
-                job_id, JobState.RUNNING, owner=self.owner_id, lease=self.settings.lease_ttl
-            )
+            # A free job slot is taken now; without one the job waits its turn, queued.
+            try:
+                self._job_slots.acquire_on_behalf_of_nowait(run)
+                state = JobState.RUNNING
+            except anyio.WouldBlock:
+                state = JobState.QUEUED
+            try:
+                job = await self.store.transition(
+                    job_id, state, owner=self.owner_id, lease=self.settings.lease_ttl
+                )
+            except BaseException:
+                if state is JobState.RUNNING:
+                    self._job_slots.release_on_behalf_of(run)
+                raise
         except BaseException as error:
             del self._runs[job_id]
             run._refused(error)
             raise
         run._began(job, resumed=before.state is not JobState.PENDING)
         return run, job, max(0.0, (utcnow() - before.updated_at).total_seconds())
+
+    def _check_directory(self, job: Job) -> None:
+        """Refuse to send a job's calls anywhere but to the directory its rows went to."""
+        mine, its = self.directory, job.directory
+        if mine is not None and its is not None and mine != its:
+            raise DirectoryMismatchError(job.id, job.state, its, mine)
 
     async def _execute(self, run: Run, job: Job, idle: float) -> None:
         started = time.monotonic()
@@ -304,17 +384,37 @@ class BulkProcessor:
         async def summarize() -> JobSummary:
             return (await self.get(job.id)).summary()
 
+        owner, lease_ttl = self.owner_id, self.settings.lease_ttl
+        slots = self._job_slots
         try:
-            await execute(
-                run,
-                load,
-                store=self.store,
-                owner=self.owner_id,
-                lease_ttl=self.settings.lease_ttl,
-                summarize=summarize,
-            )
+            if job.state is JobState.QUEUED:
+                taken = await wait_in_queue(
+                    run, slots, store=self.store, owner=owner, lease_ttl=lease_ttl
+                )
+                if taken is None:
+                    await finish_unrun(run, summarize)
+                    return
+                job = taken
+            try:
+                await execute(
+                    run,
+                    load,
+                    store=self.store,
+                    owner=owner,
+                    lease_ttl=lease_ttl,
+                    summarize=summarize,
+                )
+            finally:
+                slots.release_on_behalf_of(run)
         finally:
             del self._runs[job.id]
+
+    @property
+    def _job_slots(self) -> anyio.CapacityLimiter:
+        """How many jobs run at once here; the others wait, queued, in order."""
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self.settings.max_jobs)
+        return self._slots
 
     @property
     def calls(self) -> UpstreamCalls:
@@ -322,7 +422,11 @@ class BulkProcessor:
         if self._calls is None:
             pacer = Pacer(concurrency=self.settings.concurrency, gate=self._rate_gate())
             self._calls = UpstreamCalls(
-                self.client, pacer, self.settings.retry, self._broadcast_throttle
+                self.client,
+                pacer,
+                self.settings.retry,
+                self._broadcast_throttle,
+                self._broadcast_directory,
             )
         return self._calls
 
@@ -341,6 +445,24 @@ class BulkProcessor:
         # A 429 pauses every job of this processor, so every running job says so.
         for run in list(self._runs.values()):
             await run.announce_throttle(round(delay, 3))
+
+    async def _broadcast_directory(self, error: DirectoryError | None, delay: float) -> None:
+        # Every job of this processor calls the same directory: all of them wait.
+        for run in list(self._runs.values()):
+            await run.announce_directory(error, delay)
+
+
+def _fingerprint(sha256: str, options: CsvOptions) -> Fingerprint:
+    return Fingerprint(sha256=sha256, encoding=options.encoding, delimiter=options.delimiter)
+
+
+def _reused(existing: Job, key: str, fingerprint: Fingerprint) -> Job:
+    """The job an idempotency key names, if this submission is the same as its own."""
+    # Jobs stored by releases without fingerprints cannot be compared: they match.
+    earlier = existing.fingerprint
+    if earlier is not None and (differences := earlier.differences(fingerprint)):
+        raise IdempotencyKeyReusedError(key, existing.id, differences)
+    return existing
 
 
 #: Events after which a watcher checks whether the job has settled.

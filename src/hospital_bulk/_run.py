@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 
+from ._calls import describe
 from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState
 from ._leases import keep_lease, mark_in_flight_unknown
 from ._store import JobStore
 from ._summary import JobSummary
 from ._work import JobWork
-from .exceptions import HospitalBulkError, JobConflictError
+from .exceptions import DirectoryError, HospitalBulkError, JobConflictError
 
 log = logging.getLogger("hospital_bulk")
 
@@ -44,8 +45,11 @@ class Run:
         self._watch = watch
         self._done = anyio.Event()
         self._scope = anyio.CancelScope()
+        self._queue_scope = anyio.CancelScope()  # the wait for a job slot
         self._cancel_requested = False
         self._work: JobWork | None = None
+        self._directory_changed: Callable[[DirectoryError | None, float], Awaitable[None]] | None
+        self._directory_changed = None
 
     @property
     def done(self) -> bool:
@@ -66,6 +70,7 @@ class Run:
         in flight marked ``unknown`` for a resume to check.
         """
         self._cancel_requested = True
+        self._queue_scope.cancel()  # a queued job never starts
         if self._work is not None:
             self._work.stop()
         if now:
@@ -80,6 +85,19 @@ class Run:
         """Tell this run's watchers that a 429 pauses every call (``0``: it is over)."""
         if self._work is not None:
             await self._work.announce_throttle(delay)
+
+    async def announce_directory(self, error: DirectoryError | None, delay: float) -> None:
+        """The directory is unavailable (``error``, next probe in ``delay`` s) or, with
+        ``None``, answers again: the job waits for it, or goes on."""
+        if self._directory_changed is None:
+            return
+        try:
+            await self._directory_changed(error, delay)
+        except HospitalBulkError:
+            # Heard by a call of any job of this processor: it must not fail that one.
+            log.warning(
+                "job %s: could not record the directory's state", self.job_id, exc_info=True
+            )
 
     def _began(self, job: Job, *, resumed: bool) -> None:
         """The job is ours: ``job`` as the move to ``running`` left it."""
@@ -97,6 +115,61 @@ class Run:
         self._work = work
         if self._cancel_requested:
             work.stop()
+
+
+async def wait_in_queue(
+    run: Run, slots: anyio.CapacityLimiter, *, store: JobStore, owner: str, lease_ttl: float
+) -> Job | None:
+    """Wait, queued, for one of the processor's job slots while keeping the job's lease;
+    the job as running once the slot is ours. ``None`` when the run ended in the queue:
+    cancelled (the job ends ``cancelled``), or taken over or failed (``run.error``)."""
+    got = lost = False
+    try:
+        with run._queue_scope:
+            async with anyio.create_task_group() as group:
+
+                async def lease() -> None:
+                    nonlocal lost
+                    await keep_lease(store, run.job_id, owner, lease_ttl)
+                    lost = True
+                    run._queue_scope.cancel()
+
+                group.start_soon(lease)
+                await slots.acquire_on_behalf_of(run)
+                got = True
+                group.cancel_scope.cancel()
+        if lost:
+            run.error = JobConflictError(run.job_id, "queued", "run it: another process took it")
+        elif got and not run._cancel_requested:
+            return await store.transition(
+                run.job_id, JobState.RUNNING, owner=owner, lease=lease_ttl
+            )
+        elif run._cancel_requested:
+            job = await store.get_job(run.job_id)
+            finished = EventDraft(EventType.JOB_FINISHED, job.progress, state=JobState.CANCELLED)
+            await store.transition(run.job_id, JobState.CANCELLED, then=(finished,), owner=owner)
+    except HospitalBulkError as error:
+        run.error = error
+    except BaseException:
+        # Cancelled from outside (shutdown): the job never started, and is resumable.
+        with anyio.CancelScope(shield=True):
+            await _interrupt(store, run.job_id, owner)
+        if got:
+            slots.release_on_behalf_of(run)
+        raise
+    if got:
+        slots.release_on_behalf_of(run)
+    return None
+
+
+async def finish_unrun(run: Run, summarize: Callable[[], Awaitable[JobSummary]]) -> None:
+    """The run ended before it started (see :func:`wait_in_queue`): tell its waiters."""
+    with anyio.CancelScope(shield=True):
+        try:
+            run.summary = await summarize()
+        except HospitalBulkError as error:
+            run.error = run.error or error
+        run._done.set()
 
 
 async def execute(
@@ -139,14 +212,60 @@ async def _carry_out(
     lease_ttl: float,
 ) -> None:
     work: JobWork | None = None
+    # Moves of the job's state come from its own steps and from outage notices heard
+    # by any call: one at a time, and none once the job is over.
+    moving = anyio.Lock()
+    phase = JobState.RUNNING  # where the job goes back to when the directory answers
+    waiting = over = False
 
     async def move(state: JobState, *, then: tuple[EventDraft, ...] = ()) -> None:
+        nonlocal phase, over
         assert work is not None
-        progress = work.tally.progress()
-        work.job = await store.transition(
-            run.job_id, state, progress, then=then, owner=owner, lease=lease_ttl
-        )
+        async with moving:
+            if state.is_active:
+                phase = state
+                if waiting:
+                    return  # the job shows that it waits; it moves on once the directory answers
+            over = not state.is_active
+            progress = work.tally.progress()
+            work.job = await store.transition(
+                run.job_id, state, progress, then=then, owner=owner, lease=lease_ttl
+            )
 
+    async def directory_changed(error: DirectoryError | None, delay: float) -> None:
+        nonlocal waiting
+        if work is None:
+            return
+        async with moving:
+            if over or (error is None and not waiting):
+                return
+            progress = work.tally.progress()
+            if error is None:
+                log.info("job %s: the directory answers again", run.job_id)
+                state, draft = phase, EventDraft(EventType.DIRECTORY_AVAILABLE, progress)
+            else:
+                draft = EventDraft(
+                    EventType.DIRECTORY_UNAVAILABLE,
+                    progress,
+                    error=describe(error),
+                    delay=round(delay, 3),
+                )
+                if waiting:
+                    await store.save(run.job_id, (), [draft])
+                    return
+                log.warning(
+                    "job %s waits for the directory (%s); next try in %.1f s",
+                    run.job_id,
+                    describe(error),
+                    delay,
+                )
+                state = JobState.WAITING_FOR_DIRECTORY
+            work.job = await store.transition(
+                run.job_id, state, progress, then=(draft,), owner=owner, lease=lease_ttl
+            )
+            waiting = error is not None
+
+    run._directory_changed = directory_changed
     try:
         work = await load()
         run._started(work)

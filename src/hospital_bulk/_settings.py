@@ -19,10 +19,19 @@ class RetryPolicy:
     backoff_max: float = 30.0
     #: How many times a batch is listed and its missing rows re-sent in one run.
     reconcile_rounds: int = 3
-    #: Seconds a create that may have landed is given to land before its batch is
-    #: listed: after a 5xx or a timeout the upstream may still be running it (its
-    #: creates take ~5 s), and a listing taken too early would have us send it again.
-    settle: float = 5.0
+    #: Seconds from sending a create until it can no longer land: a create left
+    #: unanswered (timeout, 5xx, cut answer) may still be stored until then, so its
+    #: row is never sent again, nor its batch listed to decide that, before. The
+    #: client's read timeout plus a margin (the default client waits 60 s).
+    landing_horizon: float = 90.0
+    #: Consecutive calls failing for want of a directory (refused, timed out, 5xx)
+    #: after which it counts as unavailable: calls then wait while one probe at a
+    #: time asks it, with backoff up to ``probe_max`` seconds between probes.
+    outage_after: int = 3
+    probe_max: float = 15.0
+    #: Seconds a call waits for an unavailable directory before its job gives up
+    #: and ends ``interrupted`` (resumable); no row fails because of an outage.
+    outage_deadline: float = 600.0
 
 
 @attrs.frozen
@@ -30,6 +39,8 @@ class ProcessorSettings:
     """How the processor treats the upstream. Defaults match the real directory."""
 
     concurrency: int = 20
+    #: Jobs run at once by one processor; more wait, ``queued``, in the order started.
+    max_jobs: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     #: Creates per window; ``None`` or a count of 0 means unpaced.
     create_limit: RateLimit | None = UPSTREAM_LIMITS.create
     #: Every other call (list, activate, delete).

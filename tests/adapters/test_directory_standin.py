@@ -244,8 +244,46 @@ async def test_a_rule_is_echoed_with_its_defaults(http: httpx.AsyncClient) -> No
     """Only ``fault`` is required: the answer shows the rule as it will apply."""
     response = await http.post("/_standin/faults", json={"fault": "throttle"})
 
-    expected = {"fault": "throttle", "operation": "create", "times": 1, "name": None}
+    expected = {"fault": "throttle", "operation": "create", "times": 1, "name": None, "seconds": 0}
     assert (201, expected) == (response.status_code, response.json())
+
+
+async def test_a_held_create_lands_after_its_hold(http: httpx.AsyncClient, batch_id: UUID) -> None:
+    """``hold``: the create is stored and answered only after ``seconds``."""
+    rule = await http.post("/_standin/faults", json={"fault": "hold", "seconds": 1})
+    answers: list[httpx.Response] = []
+
+    async def create() -> None:
+        answers.append(await http.post("/hospitals/", json=body(batch_id)))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(create)
+        await anyio.sleep(0.2)
+        during = await http.get(f"/hospitals/batch/{batch_id}")
+
+    after = await http.get(f"/hospitals/batch/{batch_id}")
+    assert (201, 200) == (rule.status_code, answers[0].status_code)
+    assert 404 == during.status_code  # an empty batch is the upstream's 404
+    assert 1 == len(after.json())
+
+
+async def test_an_outage_answers_503_and_stores_nothing(
+    http: httpx.AsyncClient, batch_id: UUID
+) -> None:
+    """``POST /_standin/outage``: every call is a 503 for that long; 0 ends it."""
+    down = await http.post("/_standin/outage", json={"seconds": 60})
+    refused = await http.post("/hospitals/", json=body(batch_id))
+    await http.post("/_standin/outage", json={"seconds": 0})
+    created = await http.post("/hospitals/", json=body(batch_id))
+    bad = await http.post("/_standin/outage", json={"seconds": -1})
+
+    assert (201, 503, 200, 422) == (
+        down.status_code,
+        refused.status_code,
+        created.status_code,
+        bad.status_code,
+    )
+    assert 1 == len((await http.get(f"/hospitals/batch/{batch_id}")).json())
 
 
 async def test_clearing_faults_makes_the_stand_in_healthy(

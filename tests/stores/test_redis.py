@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -211,6 +212,24 @@ async def test_events_come_back_equal(store: RedisStore) -> None:
     saved = await store.save(job.id, [], [draft])
 
     assert saved == await store.read_events(job.id, 1)
+
+
+async def test_a_job_stored_without_a_fingerprint_reads_back_without_one(
+    store: RedisStore,
+) -> None:
+    """Jobs written before fingerprints were kept have none in their JSON: they read back
+    with ``fingerprint`` None, found by their key as before."""
+    job, rows = make_job(1, key="old-key")
+    await store.add_job(job, rows, accepted(1))
+    key = store._job_key(job.id)
+    core = json.loads(await store.client.hget(key, "core"))
+    del core["fingerprint"]
+    await store.client.hset(key, "core", json.dumps(core))
+
+    found = await store.find_job("old-key")
+
+    assert found is not None
+    assert (job.id, None) == (found.id, found.fingerprint)
 
 
 # -- transitions and leases ------------------------------------------------------------

@@ -114,6 +114,24 @@ async def test_data_survives_closing_and_reopening(store: SqliteStore, path: pat
         await reopened.aclose()
 
 
+async def test_a_job_stored_without_a_fingerprint_reads_back_without_one(
+    store: SqliteStore, path: pathlib.Path
+) -> None:
+    """Jobs written before fingerprints were kept have none in their JSON: they read back
+    with ``fingerprint`` None, found by their key as before, with no migration."""
+    job, rows = make_job(1, key="old-key")
+    await store.add_job(job, rows, accepted(1))
+    query(path, "UPDATE jobs SET data = json_remove(data, '$.fingerprint')")
+    assert [("fingerprint" in data,) for (data,) in query(path, "SELECT data FROM jobs")] == [
+        (False,)
+    ]
+
+    found = await store.find_job("old-key")
+
+    assert found is not None
+    assert (job.id, None) == (found.id, found.fingerprint)
+
+
 async def test_times_in_other_zones_come_back_equal(store: SqliteStore) -> None:
     """A job stamped in another time zone reads back as the same instants, in UTC."""
     job, rows = make_job(1)

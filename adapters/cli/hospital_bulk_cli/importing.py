@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import anyio
+import attrs
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,7 +22,15 @@ from .output import findings_table, print_json, print_report, report_data, stdou
 from .progress import JobView, JsonLinesView, ProgressBarView
 from .running import conclude, default_failed_path, drive, open_processor
 from .settings import RUNNING, JsonLinesOption, describe, with_settings
-from .validate import FileArgument, readable_file
+from .validate import (
+    STDIN,
+    STDIN_NAME,
+    DelimiterOption,
+    EncodingOption,
+    FileArgument,
+    readable_file,
+    standard_input,
+)
 
 if TYPE_CHECKING:
     from hospital_bulk_fastapi import ServiceSettings
@@ -28,7 +41,8 @@ FailedOutOption = Annotated[
         "--failed-out",
         metavar="PATH",
         show_default=False,
-        help="Where to write the rows that failed. Default: FILE.failed.csv next to FILE.",
+        help="Where to write the rows that failed. Default: FILE.failed.csv next to FILE"
+        " (stdin.failed.csv here when FILE is `-`).",
     ),
 ]
 
@@ -38,6 +52,8 @@ FailedOutOption = Annotated[
 def import_command(
     file: FileArgument,
     settings: ServiceSettings,
+    encoding: EncodingOption = None,
+    delimiter: DelimiterOption = None,
     failed_out: FailedOutOption = None,
     json_lines: JsonLinesOption = False,
 ) -> None:
@@ -50,29 +66,66 @@ def import_command(
     Exit status: 0 all created and activated; 2 partial; 1 invalid file or nothing
     created; 130 stopped by Ctrl-C (resumable).
     """
+    if file == STDIN:
+        with spooled_stdin() as spool:
+            reading = Reading(spool, STDIN_NAME, STDIN_NAME, encoding, delimiter)
+            failed_out = failed_out or Path(f"{STDIN_NAME}.failed.csv")
+            raise typer.Exit(anyio.run(import_file, reading, settings, failed_out, json_lines))
     path = readable_file(file)
+    reading = Reading(path, str(path), path.name, encoding, delimiter)
     failed_out = failed_out or default_failed_path(path)
-    raise typer.Exit(anyio.run(import_file, path, settings, failed_out, json_lines))
+    raise typer.Exit(anyio.run(import_file, reading, settings, failed_out, json_lines))
+
+
+@attrs.frozen
+class Reading:
+    """What to read and how: ``path`` is the file, or standard input spooled to disk;
+    ``name`` is how messages show it, ``file_name`` how the job records it."""
+
+    path: Path
+    name: str
+    file_name: str
+    encoding: str | None
+    delimiter: str | None
+
+
+@contextmanager
+def spooled_stdin() -> Iterator[Path]:
+    """Standard input copied to a temporary file: it is read twice (validated, then
+    submitted), and a large one must not sit in memory."""
+    with tempfile.TemporaryDirectory(prefix="hospital-bulk-") as directory:
+        path = Path(directory) / "stdin.csv"
+        with path.open("wb") as spool:
+            shutil.copyfileobj(standard_input(), spool, 1 << 20)
+        yield path
 
 
 async def import_file(
-    path: Path, settings: ServiceSettings, failed_out: Path, json_lines: bool
+    reading: Reading, settings: ServiceSettings, failed_out: Path, json_lines: bool
 ) -> Exit:
     console = stdout()
+    encoding, delimiter = reading.encoding, reading.delimiter
     async with open_processor(settings) as processor:
         try:
             # Read once to show every finding (submit keeps only the verdict), then submit.
-            validation = await processor.validate(path)
+            validation = await processor.validate(
+                reading.path, encoding=encoding, delimiter=delimiter
+            )
             if not validation.valid:
                 raise InvalidCsvError(validation)
-            job = await processor.submit(path, file_name=path.name)
+            job = await processor.submit(
+                reading.path,
+                file_name=reading.file_name,
+                encoding=encoding,
+                delimiter=delimiter,
+            )
         except OSError as error:
-            raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+            raise CliError(f"cannot read {reading.name}: {error.strerror or error}") from None
         except InvalidCsvError as error:
             if json_lines:
                 print_json({"type": "cli.invalid_file", **report_data(error.report)})
             else:
-                print_report(error.report, str(path), console=console)
+                print_report(error.report, reading.name, console=console)
                 console.print("[red]Nothing was imported.[/] Fix the file and run again.")
             return Exit.ERROR
         if validation.warnings and not json_lines:

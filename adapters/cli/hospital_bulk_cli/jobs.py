@@ -29,7 +29,14 @@ from .output import (
     to_data,
 )
 from .running import open_processor, write_failed_rows
-from .settings import RUNNING, JsonLinesOption, JsonOption, describe, with_settings
+from .settings import (
+    RUNNING,
+    JsonLinesOption,
+    JsonOption,
+    describe,
+    for_job,
+    with_settings,
+)
 
 if TYPE_CHECKING:
     from hospital_bulk_fastapi import ServiceSettings
@@ -118,8 +125,19 @@ def status_command(
     anyio.run(main)
 
 
+async def settings_for(settings: ServiceSettings, job_id: str) -> ServiceSettings:
+    """The settings to work on the job with: its own directory unless one is named."""
+    async with open_processor(settings) as processor:
+        await processor.recover()
+        return for_job(settings, await processor.get_job(job_id))
+
+
+#: Unset, ``--api`` is the job's own directory.
+_JOBS_DIRECTORY: dict[str, object] = {"api_base": None}
+
+
 @handles_errors
-@with_settings(*RUNNING)
+@with_settings(*RUNNING, defaults=_JOBS_DIRECTORY)
 def resume_command(
     job_id: JobIdArgument,
     settings: ServiceSettings,
@@ -137,15 +155,16 @@ def resume_command(
 
     async def main() -> Exit:
         console = stdout()
-        async with open_processor(settings) as processor:
+        bound = await settings_for(settings, job_id)
+        async with open_processor(bound) as processor:
             await processor.recover()
             job = await processor.get_job(job_id)
-            if settings.embedded and not json_lines:
+            if bound.embedded and not json_lines:
                 console.print(
                     "[yellow]The embedded directory starts empty: rows created by an"
                     " earlier process are not in it.[/]"
                 )
-            return await run_job(processor, job, settings, failed_out, json_lines, console)
+            return await run_job(processor, job, bound, failed_out, json_lines, console)
 
     raise typer.Exit(anyio.run(main))
 
@@ -166,7 +185,7 @@ def cancel_command(job_id: JobIdArgument, settings: ServiceSettings) -> None:
 
 
 @handles_errors
-@with_settings("api_base", "embedded_latency", "store")
+@with_settings("api_base", "embedded_latency", "store", defaults=_JOBS_DIRECTORY)
 def delete_command(
     job_id: JobIdArgument,
     settings: ServiceSettings,
@@ -187,6 +206,7 @@ def delete_command(
         batches = len(job.creation_batch_ids)
         return f"Deleted {batches} upstream batch(es); job {job.id} is {job.state}."
 
+    settings = anyio.run(settings_for, settings, job_id)
     if not yes:
         typer.confirm(f"Delete {anyio.run(what_goes)} from {describe(settings)}?", abort=True)
     stdout().print(anyio.run(delete))

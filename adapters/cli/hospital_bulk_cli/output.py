@@ -41,6 +41,7 @@ STATE_STYLES = {
     "interrupted": "yellow",
     "running": "cyan",
     "activating": "cyan",
+    "waiting_for_directory": "bold red",
     "pending": "dim",
     "deleted": "dim",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import math
 import time
@@ -89,7 +90,8 @@ class _EtaColumn(ProgressColumn):
 
 
 class _PacingColumn(ProgressColumn):
-    """How the processor paces creates now: its limit, or a pause after a 429."""
+    """What the run waits for, if anything: the directory, a 429's pause, the rate
+    window; else how it is paced."""
 
     def __init__(self, limit: RateLimit | None) -> None:
         super().__init__()
@@ -99,10 +101,14 @@ class _PacingColumn(ProgressColumn):
             self.paced = f"paced {limit.count}/{limit.window:g}s"
 
     def render(self, task: Task) -> Text:
-        until = float(task.fields.get("throttled_until", 0.0))
-        left = until - time.monotonic()
-        if left > 0:
+        now = time.monotonic()
+        if (probe := task.fields.get("probe_at")) is not None:
+            next_try = max(0, math.ceil(float(probe) - now))
+            return Text(f"directory unavailable: next try in {next_try} s", style="bold red")
+        if (left := float(task.fields.get("throttled_until", 0.0)) - now) > 0:
             return Text(f"throttled {math.ceil(left)}s", style="bold yellow")
+        if (left := float(task.fields.get("window_until", 0.0)) - now) >= 1:
+            return Text(f"rate window: {math.ceil(left)} s", style="yellow")
         return Text(self.paced, style="dim")
 
 
@@ -110,6 +116,7 @@ _PHASES = {
     JobState.PENDING: "queued",
     JobState.RUNNING: "creating",
     JobState.ACTIVATING: "activating",
+    JobState.WAITING_FOR_DIRECTORY: "waiting",
 }
 
 
@@ -130,6 +137,12 @@ class ProgressBarView:
             expand=True,
         )
         self.task: TaskID = self.progress.add_task(self._description("starting"), total=total)
+        self.limit = limit
+        # When the latest creates were answered: once a window's worth came within it,
+        # the next waits for the window to slide (an estimate: sends precede answers).
+        self._created: collections.deque[float] = collections.deque(
+            maxlen=limit.count if limit is not None and limit.count > 0 else 1
+        )
 
     def __enter__(self) -> Self:
         self.progress.start()
@@ -146,8 +159,17 @@ class ProgressBarView:
         progress = event.progress
         fields: dict[str, Any] = {"failed": progress.failed, "unknown": progress.unknown}
         description = None
+        now = time.monotonic()
         if event.type is EventType.THROTTLE_CHANGED:
-            fields["throttled_until"] = time.monotonic() + (event.delay or 0.0)
+            fields["throttled_until"] = now + (event.delay or 0.0)
+        elif event.type is EventType.DIRECTORY_UNAVAILABLE:
+            fields["probe_at"] = now + (event.delay or 0.0)
+        elif event.type is EventType.DIRECTORY_AVAILABLE:
+            fields["probe_at"] = None
+        elif event.type is EventType.ROW_CREATED and self.limit is not None:
+            self._created.append(now)
+            if len(self._created) == self._created.maxlen:
+                fields["window_until"] = self._created[0] + self.limit.window
         if event.type is not EventType.JOB_ACCEPTED:
             # The rate is this run's: replayed acceptance carries none worth showing.
             fields["rate"] = progress.rate

@@ -31,7 +31,7 @@ from hospital_bulk import (
 from .errors import CliError, Exit
 from .output import SHOWN_ROWS, print_json, problem_rows, rows_table, summary_table, to_data
 from .progress import JobView
-from .settings import command_line
+from .settings import command_line, lasts
 
 if TYPE_CHECKING:
     from hospital_bulk_fastapi import ServiceSettings
@@ -137,7 +137,9 @@ def conclude(
             written = failed_out
         except OSError as error:
             console.print(f"[red]cannot write the failed rows:[/] {escape(str(error))}")
-    resume = command_line("resume", job.id, settings=settings) if job.state.is_resumable else None
+    resume = None
+    if job.state.is_resumable and lasts(settings):
+        resume = command_line("resume", job.id, settings=settings)
     if json_lines:
         print_json(
             {
@@ -166,7 +168,13 @@ def conclude(
             soft_wrap=True,
         )
     if code is Exit.INTERRUPTED:
-        console.print(f"[yellow]Stopped: job {job.id} is {job.state} and can be resumed.[/]")
+        if lasts(settings):
+            console.print(f"[yellow]Stopped: job {job.id} is {job.state} and can be resumed.[/]")
+        else:
+            console.print(
+                f"[yellow]Stopped: job {job.id} is {job.state}; it lived in memory"
+                " (--store memory://) and ends with this process: import the file again.[/]"
+            )
         if settings.embedded:
             console.print(
                 "[yellow]The embedded directory ended with this process: a resume"

@@ -22,6 +22,7 @@ from hospital_bulk.stores import default_store_url
 from .errors import CliError
 
 if TYPE_CHECKING:
+    from hospital_bulk import Job
     from hospital_bulk_fastapi import ServiceSettings
 
 P = ParamSpec("P")
@@ -48,7 +49,8 @@ _SETTINGS: dict[str, tuple[type, tuple[str, ...], str, str, str, dict[str, Any],
         "HOSPITAL_API_BASE",
         "URL|embedded",
         "The Hospital Directory: its base URL, or `embedded` for a stand-in inside this"
-        " process (offline; gone when the command ends).",
+        " process (offline; gone when the command ends). Commands on an existing job"
+        " use the job's own unless this names one.",
         {},
         "https://hospital-directory.onrender.com",
     ),
@@ -203,6 +205,19 @@ def describe(settings: ServiceSettings) -> str:
     if settings.embedded:
         return f"the embedded directory ({settings.embedded_latency:g} s per create)"
     return settings.api_base
+
+
+def for_job(settings: ServiceSettings, job: Job) -> ServiceSettings:
+    """The settings to work on ``job`` with: the directory its rows went to, unless
+    ``--api`` (or ``HOSPITAL_API_BASE``) names one, which the engine then checks."""
+    if job.directory is None or "api_base" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"api_base": job.directory})
+
+
+def lasts(settings: ServiceSettings) -> bool:
+    """Whether the store outlives this process: a job in memory cannot be resumed."""
+    return not settings.store.startswith("memory:")
 
 
 def command_line(*words: str, settings: ServiceSettings) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
@@ -16,18 +17,76 @@ from .settings import JsonOption, with_settings
 if TYPE_CHECKING:
     from hospital_bulk_fastapi import ServiceSettings
 
+#: The file argument that means standard input, and the name it is shown by.
+STDIN = "-"
+STDIN_NAME = "stdin"
+
 FileArgument = Annotated[
-    Path,
+    str,
     typer.Argument(
         metavar="FILE",
         show_default=False,
-        help="A CSV file of hospitals: name, address and (optional) phone.",
+        help="A CSV file of hospitals: name, address and (optional) phone; `-` reads"
+        " standard input.",
     ),
 ]
 
 
-def readable_file(path: Path) -> Path:
-    """``path`` if it is a file; a clear error rather than click's usage message otherwise."""
+def _encoding(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return CsvOptions(encoding=value).encoding
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return CsvOptions(delimiter=value).delimiter
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+EncodingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        metavar="NAME",
+        show_default=False,
+        callback=_encoding,
+        help="The file's text encoding, e.g. cp1252 (Excel's CSV on Windows) or latin-1."
+        " Default: UTF-8, or UTF-16 when the file starts with its byte order mark.",
+    ),
+]
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        metavar="CHAR",
+        show_default=False,
+        callback=_delimiter,
+        help="The character between values, e.g. ';' or '|' ('tab' for a tab). Default:"
+        " ',', ';' or tab, whichever the first line has most of.",
+    ),
+]
+
+
+def csv_options(
+    settings: ServiceSettings, encoding: str | None, delimiter: str | None
+) -> CsvOptions:
+    """How ``validate`` reads a file: as ``import`` does, with these options."""
+    default = CsvOptions()
+    return CsvOptions(
+        max_rows=settings.max_rows, encoding=encoding or default.encoding, delimiter=delimiter
+    )
+
+
+def readable_file(file: str) -> Path:
+    """``file`` if it is a file; a clear error rather than click's usage message otherwise."""
+    path = Path(file)
     if not path.exists():
         raise CliError(f"no such file: {path}")
     if not path.is_file():
@@ -35,23 +94,37 @@ def readable_file(path: Path) -> Path:
     return path
 
 
+def standard_input() -> BinaryIO:
+    return sys.stdin.buffer
+
+
 @handles_errors
 @with_settings("max_rows")
 def validate_command(
-    file: FileArgument, settings: ServiceSettings, json_lines: JsonOption = False
+    file: FileArgument,
+    settings: ServiceSettings,
+    encoding: EncodingOption = None,
+    delimiter: DelimiterOption = None,
+    json_lines: JsonOption = False,
 ) -> None:
     """Check a CSV file the way `import` would, without creating anything.
 
     Prints every error and warning with its row, line and column. Exit status 0
     when the file is valid, 1 when it is not (or cannot be read).
     """
-    path = readable_file(file)
-    try:
-        report = validate_csv(path, CsvOptions(max_rows=settings.max_rows))
-    except OSError as error:
-        raise CliError(f"cannot read {path}: {error.strerror or error}") from None
+    options = csv_options(settings, encoding, delimiter)
+    if file == STDIN:
+        name, source = STDIN_NAME, standard_input()
+        report = validate_csv(source, options)
+    else:
+        path = readable_file(file)
+        name = str(path)
+        try:
+            report = validate_csv(path, options)
+        except OSError as error:
+            raise CliError(f"cannot read {path}: {error.strerror or error}") from None
     if json_lines:
         print_json(report_data(report))
     else:
-        print_report(report, str(file), console=stdout())
+        print_report(report, name, console=stdout())
     raise typer.Exit(Exit.OK if report.valid else Exit.ERROR)

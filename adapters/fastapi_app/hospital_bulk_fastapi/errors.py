@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from hospital_bulk import (
     DirectoryError,
+    IdempotencyKeyReusedError,
     InvalidCsvError,
     JobConflictError,
     JobNotFoundError,
@@ -39,6 +40,10 @@ _CODES = {
     503: "unavailable",
 }
 _NO_BODY = frozenset({204, 304})
+#: An Idempotency-Key sent again with another file or other options.
+KEY_REUSED = "idempotency_key_reused"
+#: Where the key was, as request errors name a parameter's location.
+IDEMPOTENCY_KEY_COLUMN = "header.Idempotency-Key"
 
 
 class ApiError(HTTPException):
@@ -70,6 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFoundError, _not_found)  # type: ignore[arg-type]  # as above
     app.add_exception_handler(JobConflictError, _conflict)  # type: ignore[arg-type]  # as above
     app.add_exception_handler(InvalidCsvError, _invalid_csv)  # type: ignore[arg-type]  # as above
+    app.add_exception_handler(IdempotencyKeyReusedError, _key_reused)  # type: ignore[arg-type]  # as above
     app.add_exception_handler(StoreError, _store_failed)  # type: ignore[arg-type]  # as above
     app.add_exception_handler(DirectoryError, _upstream_failed)  # type: ignore[arg-type]  # as above
 
@@ -114,6 +120,19 @@ async def _conflict(request: Request, exc: JobConflictError) -> Response:
 
 async def _invalid_csv(request: Request, exc: InvalidCsvError) -> Response:
     return error_response(400, invalid_csv_out(exc.report))
+
+
+async def _key_reused(request: Request, exc: IdempotencyKeyReusedError) -> Response:
+    # A 422 rather than a 409: the request is wrong, and no state of the job would make
+    # it right (the IETF draft on Idempotency-Key says so too).
+    problem = FindingOut(
+        column=IDEMPOTENCY_KEY_COLUMN,
+        code=KEY_REUSED,
+        message="; ".join(exc.differences) or "a different submission",
+        value=exc.key,
+    )
+    body = ErrorOut(detail=str(exc), code=KEY_REUSED, errors=[problem])
+    return error_response(422, body)
 
 
 async def _store_failed(request: Request, exc: StoreError) -> Response:
@@ -203,6 +222,30 @@ _DOCS: dict[int, tuple[str, Any, dict[str, Any]]] = {
             ],
         },
     ),
+    # The 422 of uploads: responses(..., upload=True) documents it in place of 422.
+    -422: (
+        "A parameter or the form is invalid (`invalid_request`: no multipart field 'file',"
+        " an unknown `encoding`, a `delimiter` that is not one usable character), or the"
+        " Idempotency-Key was used before for another file or other options"
+        " (`idempotency_key_reused`: the key and the first job are named; nothing was"
+        " created)",
+        ErrorOut,
+        {
+            "detail": "the idempotency key '2026-11-30-registry' was used for job"
+            " '1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b', and now comes with a different file:"
+            " send the same file with the same options to get that job, or use a new key"
+            " for a new job",
+            "code": KEY_REUSED,
+            "errors": [
+                {
+                    "column": IDEMPOTENCY_KEY_COLUMN,
+                    "code": KEY_REUSED,
+                    "message": "a different file",
+                    "value": "2026-11-30-registry",
+                }
+            ],
+        },
+    ),
     502: (
         "The Hospital Directory failed even after retries",
         ErrorOut,
@@ -216,18 +259,50 @@ _DOCS: dict[int, tuple[str, Any, dict[str, Any]]] = {
 }
 
 
-def responses(*statuses: int, invalid_csv: bool = False) -> dict[int | str, dict[str, Any]]:
+_BAD_ENCODING = {
+    "detail": "invalid request: query.encoding: Value error, unknown encoding 'klingon': give"
+    " a text encoding Python knows, such as utf-8, cp1252 (Excel on Windows), latin-1 or"
+    " utf-16",
+    "code": "invalid_request",
+    "errors": [
+        {
+            "column": "query.encoding",
+            "code": "value_error",
+            "message": "Value error, unknown encoding 'klingon': give a text encoding Python"
+            " knows, such as utf-8, cp1252 (Excel on Windows), latin-1 or utf-16",
+            "value": "klingon",
+        }
+    ],
+}
+
+
+def responses(
+    *statuses: int, invalid_csv: bool = False, upload: bool = False
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for these error statuses, each with its model and an example.
 
-    ``invalid_csv`` documents the 400 of an upload, whose file may fail validation.
+    ``invalid_csv`` documents the 400 of an upload, whose file may fail validation;
+    ``upload`` its 422, which an Idempotency-Key used for another file gives too.
     """
     documented: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        key = -status if invalid_csv and status == 400 else status
-        description, model, example = _DOCS[key]
+        swapped = (invalid_csv and status == 400) or (upload and status == 422)
+        description, model, example = _DOCS[-status if swapped else status]
+        content: dict[str, Any] = {"example": example}
+        if status == 422 and upload:
+            # Both codes of this 422, each with its example.
+            content = {
+                "examples": {
+                    KEY_REUSED: {"summary": "Idempotency-Key reused", "value": example},
+                    "invalid_request": {
+                        "summary": "A bad parameter",
+                        "value": _BAD_ENCODING,
+                    },
+                }
+            }
         documented[status] = {
             "description": description,
             "model": model,
-            "content": {"application/json": {"example": example}},
+            "content": {"application/json": content},
         }
     return documented

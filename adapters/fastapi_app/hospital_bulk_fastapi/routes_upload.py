@@ -15,8 +15,9 @@ from urllib.parse import quote
 import anyio
 from fastapi import APIRouter, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from pydantic import AfterValidator
 
-from hospital_bulk import Job, JobConflictError, JobState, Run
+from hospital_bulk import CsvOptions, Job, JobConflictError, JobState, Run
 
 from .deps import Preferences, Service, ServiceDep, parse_prefer
 from .errors import responses
@@ -44,6 +45,36 @@ PreferParam = Annotated[
         "N seconds (capped by HOSPITAL_BULK_SYNC_TIMEOUT) before answering 202",
         examples=["respond-async", "wait=10"],
     ),
+]
+
+
+def _encoding(value: str | None) -> str | None:
+    """Python's name of the encoding; a ValueError (a 422 naming the parameter) if none."""
+    return None if value is None else CsvOptions(encoding=value).encoding
+
+
+def _delimiter(value: str | None) -> str | None:
+    return None if value is None else CsvOptions(delimiter=value).delimiter
+
+
+EncodingParam = Annotated[
+    str | None,
+    Query(
+        description="The file's text encoding, e.g. `cp1252` (Excel's \"CSV\" on Windows) or"
+        " `latin-1`. Default: UTF-8, or UTF-16 when the file starts with its byte order"
+        " mark. An unknown name is a 422",
+        examples=["cp1252"],
+    ),
+    AfterValidator(_encoding),
+]
+DelimiterParam = Annotated[
+    str | None,
+    Query(
+        description="The character between values, e.g. `;` or `|` (`tab` for a tab)."
+        " Default: `,`, `;` or tab, whichever the first line has most of",
+        examples=[";"],
+    ),
+    AfterValidator(_delimiter),
 ]
 #: Where a job's batch_id leads: OpenAPI links, so tools (and readers) can follow them.
 _LINKS = {
@@ -74,7 +105,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     summary="Upload a CSV file: create every hospital, activate the batch",
     response_model=JobSummaryOut,
     response_description="The job has settled: what happened to each row",
-    responses={**_ACCEPTED, **responses(400, 413, 422, 503, invalid_csv=True)},
+    responses={**_ACCEPTED, **responses(400, 413, 422, 503, invalid_csv=True, upload=True)},
 )
 async def upload(
     request: Request,
@@ -82,12 +113,16 @@ async def upload(
     file: FileParam,
     mode: ModeParam = None,
     prefer: PreferParam = None,
+    encoding: EncodingParam = None,
+    delimiter: DelimiterParam = None,
     idempotency_key: Annotated[
         str | None,
         Header(
             alias="Idempotency-Key",
             max_length=255,
-            description="Retrying an upload with the same key returns the first job",
+            description="Retrying an upload with the same key, the same file and the same"
+            " `encoding` and `delimiter` returns the first job; the key with another file"
+            " or other options is a 422 (`idempotency_key_reused`)",
         ),
     ] = None,
 ) -> Response:
@@ -97,7 +132,11 @@ async def upload(
     content = await read_upload(file, service.settings.max_upload_bytes)
     # Racing uploads with one key get one job: the store keeps keys unique.
     job = await service.processor.submit(
-        content, file_name=file.filename, idempotency_key=idempotency_key
+        content,
+        file_name=file.filename,
+        idempotency_key=idempotency_key,
+        encoding=encoding,
+        delimiter=delimiter,
     )
     run = service.processor.run_of(job.id)
     if run is None and job.state is JobState.PENDING:
@@ -115,10 +154,16 @@ async def upload(
     response_model=ValidationOut,
     responses=responses(400, 413, 422, 503),
 )
-async def validate(service: ServiceDep, file: FileParam) -> ValidationOut:
+async def validate(
+    service: ServiceDep,
+    file: FileParam,
+    encoding: EncodingParam = None,
+    delimiter: DelimiterParam = None,
+) -> ValidationOut:
     """Every finding of the file, row by row; `valid` says whether an upload would run."""
     content = await read_upload(file, service.settings.max_upload_bytes)
-    return ValidationOut.model_validate(await service.processor.validate(content))
+    report = await service.processor.validate(content, encoding=encoding, delimiter=delimiter)
+    return ValidationOut.model_validate(report)
 
 
 @router.post(

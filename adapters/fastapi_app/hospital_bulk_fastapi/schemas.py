@@ -90,6 +90,9 @@ class JobOut(_Model):
     batch_id: str = Field(validation_alias=AliasChoices("batch_id", "id"))
     state: JobState
     file_name: str | None
+    directory: str | None = Field(
+        description="The directory the job's rows go to (its base URL, or `embedded`)"
+    )
     total_rows: int
     progress: ProgressOut
     created_at: dt.datetime

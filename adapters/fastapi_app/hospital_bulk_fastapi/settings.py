@@ -19,10 +19,12 @@ from hospital_bulk import (
     BulkProcessor,
     CsvOptions,
     DirectoryClient,
+    DirectoryTimeouts,
     HttpDirectoryClient,
     LocalRateGate,
     ProcessorSettings,
     RateLimit,
+    RetryPolicy,
 )
 from hospital_bulk.stores import default_store_url, open_store
 
@@ -53,6 +55,8 @@ class ServiceSettings(BaseSettings):
     rate_window: Annotated[float, Field(gt=0)] = UPSTREAM_LIMITS.create.window
     #: ``HOSPITAL_BULK_CONCURRENCY``: calls in flight at once, all jobs together.
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 20
+    #: ``HOSPITAL_BULK_MAX_JOBS``: jobs run at once by this process; more wait, queued.
+    max_jobs: Annotated[int, Field(ge=1, le=1000)] = ProcessorSettings().max_jobs
     #: ``HOSPITAL_BULK_MAX_ROWS``: data rows a file may hold.
     max_rows: Annotated[int, Field(ge=1)] = 10_000
     #: ``HOSPITAL_BULK_MAX_UPLOAD_BYTES``: the largest file accepted (413 above it).
@@ -62,6 +66,15 @@ class ServiceSettings(BaseSettings):
     #: ``HOSPITAL_BULK_LEASE_TTL``: seconds a running job's lease lasts unless renewed;
     #: once it expires, another process declares the job interrupted.
     lease_ttl: Annotated[float, Field(gt=0)] = 30.0
+    #: ``HOSPITAL_BULK_DIRECTORY_TIMEOUT``: seconds one call may wait for the directory's
+    #: answer (its cold start takes 20-30 s, a create 5 s).
+    directory_timeout: Annotated[float, Field(gt=0)] = DirectoryTimeouts().read
+    #: ``HOSPITAL_BULK_LANDING_MARGIN``: seconds past that timeout during which an
+    #: unanswered create may still land: its row is not sent again before.
+    landing_margin: Annotated[float, Field(ge=0)] = 30.0
+    #: ``HOSPITAL_BULK_OUTAGE_DEADLINE``: seconds a job waits for an unavailable
+    #: directory before it stops, ``interrupted`` (resumable).
+    outage_deadline: Annotated[float, Field(gt=0)] = RetryPolicy().outage_deadline
     #: ``HOSPITAL_BULK_TAKE_OVER``: resume the jobs a dead process left running. Unset:
     #: on with Redis (other processes live on to finish them), off otherwise (a
     #: restarted process shows them ``interrupted``, to resume when you choose).
@@ -95,10 +108,18 @@ class ServiceSettings(BaseSettings):
         paced = self.rate_limit > 0
         return ProcessorSettings(
             concurrency=self.concurrency,
+            max_jobs=self.max_jobs,
             create_limit=RateLimit(self.rate_limit, self.rate_window) if paced else None,
             other_limit=UPSTREAM_LIMITS.other if paced else None,
             csv=CsvOptions(max_rows=self.max_rows),
             lease_ttl=self.lease_ttl,
+            retry=RetryPolicy(
+                # In this process, the embedded directory's creates are over when answered.
+                landing_horizon=0.0
+                if self.embedded
+                else self.directory_timeout + self.landing_margin,
+                outage_deadline=self.outage_deadline,
+            ),
         )
 
     def directory(self) -> DirectoryClient:
@@ -113,7 +134,11 @@ class ServiceSettings(BaseSettings):
                 other_limit=UPSTREAM_LIMITS.other,
             )
         # One pooled client for every job: room for the creates plus lists and activations.
-        return HttpDirectoryClient(self.api_base, max_connections=self.concurrency + 10)
+        return HttpDirectoryClient(
+            self.api_base,
+            timeouts=DirectoryTimeouts(read=self.directory_timeout),
+            max_connections=self.concurrency + 10,
+        )
 
 
 async def open_processor(
@@ -135,4 +160,5 @@ async def open_processor(
             other_limit=engine.other_limit,
             unpaced_pause=engine.unpaced_throttle_pause,
         )
-    return BulkProcessor(client, store, engine, rate_gate=gate)
+    directory = EMBEDDED if settings.embedded else None  # None: the client's base URL
+    return BulkProcessor(client, store, engine, rate_gate=gate, directory=directory)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import attrs
 import httpx
@@ -119,7 +119,10 @@ def create_directory_app(
     - ``POST /_standin/faults`` with ``{"fault": "fail_after_storing",
       "operation": "create", "times": 1, "name": null}`` (all but ``fault``
       optional) injects a fault, answering 201 with the rule; 422 if invalid;
+      ``seconds`` says how long ``hold`` holds a create;
     - ``DELETE /_standin/faults`` forgets the faults not used up yet (204);
+    - ``POST /_standin/outage`` with ``{"seconds": 20}``: every call answers 503
+      and stores nothing for that long (201; ``0`` ends it);
     - ``GET /_standin/stats``: calls per operation, 429s answered, faults
       suffered, creates in flight now and at most, hospitals stored;
     - ``POST /_standin/reset`` starts afresh, as an upstream restart does (204).
@@ -133,6 +136,8 @@ def create_directory_app(
     ``error_after_storing``   stored, then 500
     ``fail_after_storing``    stored, then a 200 whose body is cut short: the
                               connection closes mid-response
+    ``hold``                  the create is held ``seconds``, then stored and
+                              answered (to a caller that may have gone)
     ``not_sent``              nothing stored; the connection closes without a
                               byte of answer (a listening server cannot refuse a
                               request it has read, so clients see a lost answer)
@@ -292,6 +297,7 @@ def _admin_routes() -> list[Route]:
     return [
         Route(f"{prefix}/faults", _inject, methods=["POST"]),
         Route(f"{prefix}/faults", _clear_faults, methods=["DELETE"]),
+        Route(f"{prefix}/outage", _outage, methods=["POST"]),
         Route(f"{prefix}/stats", _stats, methods=["GET"]),
         Route(f"{prefix}/reset", _reset, methods=["POST"]),
     ]
@@ -311,6 +317,7 @@ async def _inject(request: Request) -> Response:
     faults = [fault.value for fault in Fault]
     raw_fault, operation = body.get("fault"), body.get("operation", "create")
     times, name = body.get("times", 1), body.get("name")
+    seconds = body.get("seconds", 0)
     if raw_fault not in faults:
         return _invalid(f"fault must be one of {faults}, not {raw_fault!r}")
     if operation not in OPERATIONS:
@@ -319,15 +326,44 @@ async def _inject(request: Request) -> Response:
         return _invalid(f"times must be an integer, not {times!r}")
     if name is not None and not isinstance(name, str):
         return _invalid(f"name must be a string or null, not {name!r}")
+    if not _seconds(seconds):
+        return _invalid(f"seconds must be a number of seconds, not {seconds!r}")
     fault = Fault(raw_fault)
     try:
         _directory(request).inject(
-            fault, operation=cast(Operation, operation), times=times, name=name
+            fault, operation=cast(Operation, operation), times=times, name=name, seconds=seconds
         )
     except ValueError as exc:
         return _invalid(str(exc))
-    rule = {"fault": fault.value, "operation": operation, "times": times, "name": name}
+    rule = {
+        "fault": fault.value,
+        "operation": operation,
+        "times": times,
+        "name": name,
+        "seconds": seconds,
+    }
     return JSONResponse(rule, status_code=201)
+
+
+async def _outage(request: Request) -> Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _invalid("the body must be JSON")
+    seconds = body.get("seconds") if isinstance(body, dict) else None
+    if not _seconds(seconds):
+        return _invalid(f"seconds must be a number of seconds, not {seconds!r}")
+    _directory(request).outage(seconds)
+    return JSONResponse({"seconds": seconds}, status_code=201)
+
+
+def _seconds(value: object) -> TypeGuard[float]:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= 3600
+    )
 
 
 async def _clear_faults(request: Request) -> Response:

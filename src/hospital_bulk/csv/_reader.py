@@ -28,7 +28,15 @@ from hospital_bulk._models import Finding, FindingCode, HospitalRecord, Severity
 from ._duplicates import NO_KEY, DuplicateFinder, duplicate_key
 from ._header import Layout, header_layout, headerless_layout, is_header
 from ._rows import FindingLog, check_row
-from ._text import Source, TextLines, sniff_delimiter
+from ._text import (
+    DEFAULT_ENCODING,
+    DecodeFailure,
+    Source,
+    TextLines,
+    delimiter_char,
+    encoding_name,
+    sniff_delimiter,
+)
 
 __all__ = ["CsvOptions", "CsvReader", "CsvRow", "read_csv", "validate_csv"]
 
@@ -41,9 +49,20 @@ _PHONE_SHAPE = bytes.maketrans(b"0123456789+-(). ", b"1111111111000000")
 _Row = tuple[int, int, str, str, str | None]
 
 
+def _delimiter(value: str | None) -> str | None:
+    return None if value is None else delimiter_char(value)
+
+
 @attrs.frozen
 class CsvOptions:
-    """Limits of one read.
+    """How to read one file, and its limits.
+
+    ``encoding`` is ``utf-8`` by default, which also reads a file whose byte order mark
+    says UTF-8 or UTF-16; any other name Python knows (``cp1252``, ``latin-1``) reads the
+    file in that encoding. It is kept as Python names it (``latin-1`` becomes
+    ``iso8859-1``); an unknown name is a :class:`ValueError`. ``delimiter`` is one
+    character (``tab`` names a tab); ``None`` picks ``,``, ``;`` or tab from the first
+    line.
 
     ``max_rows`` data rows are allowed (``None``: any number); the first row over it is
     a ``too_many_rows`` error and ends the read. At most ``max_findings`` errors and as
@@ -55,6 +74,8 @@ class CsvOptions:
     max_field_length: int = attrs.field(default=500, validator=[instance_of(int), ge(1)])
     max_findings: int = attrs.field(default=1000, validator=[instance_of(int), ge(0)])
     chunk_size: int = attrs.field(default=1000, validator=[instance_of(int), ge(1)])
+    encoding: str = attrs.field(default=DEFAULT_ENCODING, converter=encoding_name)
+    delimiter: str | None = attrs.field(default=None, converter=_delimiter)
 
 
 @attrs.frozen
@@ -71,7 +92,8 @@ class CsvReader:
 
     Iterating yields lists of up to ``options.chunk_size`` valid rows, in file order;
     once the iteration is exhausted, :attr:`report` holds the
-    :class:`~hospital_bulk.ValidationReport`. A reader is iterated once.
+    :class:`~hospital_bulk.ValidationReport` and :attr:`sha256` the digest of the
+    file's bytes. A reader is iterated once.
     """
 
     def __init__(self, source: Source, options: CsvOptions = CsvOptions()) -> None:
@@ -99,6 +121,18 @@ class CsvReader:
             raise RuntimeError("the report is ready once the reader has been iterated to the end")
         return self._report
 
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the file's bytes, in hex, computed as they were read.
+
+        It covers every byte once the report is ready and the file valid; reading stops
+        early only at a finding that makes the file invalid (an encoding error, too
+        many rows).
+        """
+        if self._report is None:
+            raise RuntimeError("the digest is ready once the reader has been iterated to the end")
+        return self._scan.sha256
+
 
 def validate_csv(source: Source, options: CsvOptions = CsvOptions()) -> ValidationReport:
     """Check a whole file without building records."""
@@ -120,14 +154,18 @@ def read_csv(
 class _Scan:
     def __init__(self, source: Source, options: CsvOptions) -> None:
         self._options = options
-        self._text = TextLines(source)
+        self._text = TextLines(source, options.encoding)
         self._log = FindingLog(options.max_findings)
         self._duplicates = DuplicateFinder(options.max_findings)
         self._rows_read = 0
         self._invalid = 0
         self._has_header = False
-        self._delimiter = ","
+        self._delimiter = options.delimiter or ","
         self._seen_row = False
+
+    @property
+    def sha256(self) -> str:
+        return self._text.sha256
 
     def rows(self, collect: bool) -> Iterator[list[_Row]]:
         try:
@@ -143,7 +181,8 @@ class _Scan:
         for lines in lists:
             head.append(lines)
             if sample := next((line for line in lines if not line.isspace()), None):
-                self._delimiter = sniff_delimiter(sample)
+                if self._options.delimiter is None:
+                    self._delimiter = sniff_delimiter(sample)
                 break
         delimiter = self._delimiter
         reader = csv.reader(
@@ -281,14 +320,12 @@ class _Scan:
     def report(self) -> ValidationReport:
         log, text, rows = self._log, self._text, self._rows_read
         if failure := text.failure:
-            name = {"utf-16": "UTF-16"}.get(text.encoding, "UTF-8")
-            message = (
-                f"the file is not valid {name}: byte {failure.offset:,} (line {failure.line})"
-                f" cannot be decoded ({failure.reason}); reading stopped there."
-                " Save the file as UTF-8 (in Excel: 'CSV UTF-8')"
-            )
+            # The row the bad byte is in: the rows before it were read whole. Unknown
+            # while the first line (a header or a row?) is undecided.
+            row = rows + 1 if self._seen_row else None
+            message = _decode_failure_message(failure, text.encoding, self._options.encoding)
             value = failure.bad_bytes.hex(" ")
-            log.add(Finding(FindingCode.ENCODING, message, line=failure.line, value=value))
+            log.add(Finding(FindingCode.ENCODING, message, row=row, line=failure.line, value=value))
         elif not self._seen_row:
             message = "the file is empty: it has no rows, only blank lines or nothing at all"
             log.add(Finding(FindingCode.EMPTY_FILE, message))
@@ -320,6 +357,43 @@ class _Scan:
             delimiter=self._delimiter,
             encoding=text.encoding,
         )
+
+
+_SAVE_AS_UTF8 = "Save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+
+
+def _decode_failure_message(failure: DecodeFailure, encoding: str, asked: str) -> str:
+    """What went wrong, and what to do: for a file that is not UTF-8, the encoding that
+    reads it (Excel on Windows saves "CSV" in cp1252), with its line read that way.
+
+    ``encoding`` is the one read, ``asked`` the one the options named (the default may
+    have read UTF-16 by its BOM).
+    """
+    where = f"byte {failure.offset:,} (line {failure.line})"
+    stopped = f"{where} cannot be decoded ({failure.reason}); reading stopped there."
+    if asked != DEFAULT_ENCODING:
+        return (
+            f"the file is not valid {asked}: {stopped} Check that {asked} is the file's"
+            " encoding, or save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+        )
+    if encoding == "utf-16":
+        return f"the file is not valid UTF-16: {stopped} {_SAVE_AS_UTF8}"
+    guess = "cp1252"
+    try:
+        after = failure.after.decode(guess)
+    except UnicodeDecodeError:
+        # Bytes cp1252 leaves undefined: latin-1 reads any byte.
+        guess, after = "latin-1", failure.after.decode("latin-1")
+    shown = (failure.before + after).strip()
+    reads = f" (line {failure.line} then reads {_cut(shown)!r})" if shown else ""
+    return (
+        f"the file is not valid UTF-8: {stopped} {_SAVE_AS_UTF8}, or pass encoding={guess}"
+        f" if that is how it was saved{reads}"
+    )
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _drain(first: list[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:

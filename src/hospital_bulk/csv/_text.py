@@ -10,9 +10,10 @@ so a chunk holding one of those is split by a slower regex instead.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import BinaryIO
 
 import attrs
@@ -32,7 +33,62 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16", "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16", "utf-16-be"),
 )
+#: Encodings whose own decoders insist on a BOM: the BOM picks the byte order, and
+#: without one the file is read little-endian (as ``bytes.decode`` does, and Excel writes).
+_BOM_FAMILIES = {
+    "utf-16": ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")),
+    "utf-32": ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be")),
+}
+_LONGEST_BOM = len(codecs.BOM_UTF32_LE)
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+#: The default: UTF-8, or what a byte order mark says (UTF-8 with a BOM, UTF-16).
+DEFAULT_ENCODING = "utf-8"
+#: How much of the line holding an undecodable byte is kept, before it (characters)
+#: and from it on (bytes), to show that line read in another encoding.
+_SAMPLE = 100
+
+
+def encoding_name(encoding: str) -> str:
+    """Python's own name of the text encoding ``encoding`` (``latin-1`` is ``iso8859-1``).
+
+    Raises :class:`ValueError` for a name Python does not know, or one of a codec that
+    does not turn bytes into text (``base64``). ``utf-8-sig`` is the default's
+    ``utf-8``: both drop a BOM.
+    """
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding must be a str, not {type(encoding).__name__}")
+    try:
+        name = codecs.lookup(encoding).name
+        # LookupError for bytes-to-bytes and text-to-text codecs (an empty input is
+        # not checked); UnicodeError for "undefined", which refuses everything.
+        b"x".decode(name, "ignore")
+    except (LookupError, UnicodeError):
+        raise ValueError(
+            f"unknown encoding {encoding!r}: give a text encoding Python knows, such as"
+            " utf-8, cp1252 (Excel on Windows), latin-1 or utf-16"
+        ) from None
+    return DEFAULT_ENCODING if name == "utf-8-sig" else name
+
+
+def delimiter_char(delimiter: str) -> str:
+    """``delimiter`` as the one character it names (``tab`` or ``\\t`` is a tab).
+
+    Raises :class:`ValueError` for anything the reader cannot split rows at: more than
+    one character, a quote, a line break, a space, a letter or a digit.
+    """
+    if not isinstance(delimiter, str):
+        raise TypeError(f"delimiter must be a str, not {type(delimiter).__name__}")
+    char = "\t" if delimiter.lower() in ("tab", "\\t") else delimiter
+    if len(char) != 1:
+        raise ValueError(
+            f"delimiter {delimiter!r} is not one character: give one, such as ';' or '|', or 'tab'"
+        )
+    if char == '"' or char.isalnum() or (char.isspace() and char != "\t") or char == "\x00":
+        raise ValueError(
+            f"delimiter {delimiter!r} cannot separate values: it must not be a quote, a"
+            " letter, a digit, a space or a line break"
+        )
+    return char
 
 
 @attrs.frozen
@@ -43,6 +99,10 @@ class DecodeFailure:
     line: int
     bad_bytes: bytes
     reason: str
+    #: The line holding the bad byte: its end of the text before the byte, and the
+    #: bytes from the bad one to the line's end, each cut to a hundred or so.
+    before: str = ""
+    after: bytes = b""
 
 
 def _byte_chunks(source: Source) -> Generator[bytes, None, None]:
@@ -57,11 +117,34 @@ def _byte_chunks(source: Source) -> Generator[bytes, None, None]:
         yield from _read(source)
 
 
+def sha256_of(source: Source) -> str:
+    """The SHA-256 of a source's bytes, in hex, read in chunks."""
+    if isinstance(source, str):
+        raise TypeError(
+            "a str is ambiguous: pass a pathlib.Path for a file name or bytes for the content"
+        )
+    digest = hashlib.sha256()
+    for chunk in _byte_chunks(source):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _read(file: BinaryIO) -> Iterator[bytes]:
     while chunk := file.read(CHUNK_BYTES):
         if not isinstance(chunk, bytes | bytearray):
             raise TypeError("the file object must be opened in binary mode ('rb')")
         yield bytes(chunk)
+
+
+def _hashed(
+    chunks: Generator[bytes, None, None], update: Callable[[bytes], None]
+) -> Generator[bytes, None, None]:
+    try:
+        for chunk in chunks:
+            update(chunk)
+            yield chunk
+    finally:
+        chunks.close()
 
 
 def split_lines(text: str, plain: bool = False) -> list[str]:
@@ -106,16 +189,20 @@ class TextLines:
     """Iterating yields lists of complete physical lines, each with its line break.
 
     Reading stops before the first byte that cannot be decoded; ``failure`` then says
-    where it is. ``encoding`` is known once the first list was yielded.
+    where it is. ``encoding`` is known once the first list was yielded. With the default
+    ``encoding`` (``utf-8``) a byte order mark may say UTF-16 instead; any other
+    encoding (a name :func:`encoding_name` gave) is taken as it is. ``sha256`` is the
+    digest of every byte read so far: of the whole file once iterated to the end.
     """
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, encoding: str = DEFAULT_ENCODING) -> None:
         if isinstance(source, str):
             raise TypeError(
                 "a str is ambiguous: pass a pathlib.Path for a file name or bytes for the content"
             )
-        self._chunks = _byte_chunks(source)
-        self.encoding = "utf-8"
+        self._digest = hashlib.sha256()
+        self._chunks = _hashed(_byte_chunks(source), self._digest.update)
+        self.encoding = encoding
         self.failure: DecodeFailure | None = None
         self._emitted = 0
         self._carry = ""
@@ -125,17 +212,28 @@ class TextLines:
     def close(self) -> None:
         self._chunks.close()
 
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
     def __iter__(self) -> Iterator[list[str]]:
         head = b""
         for chunk in self._chunks:
             head += chunk
-            if len(head) >= len(codecs.BOM_UTF8):
+            if len(head) >= _LONGEST_BOM:
                 break
-        codec, fed = "utf-8", 0
-        for bom, encoding, bom_codec in _BOMS:
-            if head.startswith(bom):
-                self.encoding, codec, fed = encoding, bom_codec, len(bom)
-                break
+        codec, fed = self.encoding, 0
+        if codec == DEFAULT_ENCODING:
+            for bom, encoding, bom_codec in _BOMS:
+                if head.startswith(bom):
+                    self.encoding, codec, fed = encoding, bom_codec, len(bom)
+                    break
+        elif family := _BOM_FAMILIES.get(codec):
+            codec = family[0][1]
+            for bom, bom_codec in family:
+                if head.startswith(bom):
+                    codec, fed = bom_codec, len(bom)
+                    break
         decoder = codecs.getincrementaldecoder(codec)()
         data, final, held_cr = head[fed:], not head, ""
         while True:
@@ -146,14 +244,30 @@ class TextLines:
             except UnicodeDecodeError as exc:
                 good = bytes(exc.object[: exc.start]).decode(codec, "replace")
                 # Only the lines before the bad one are handed on: the bad one is cut.
-                if lines := self._lines(held_cr + good, final=False):
-                    yield lines
+                lines = self._lines(held_cr + good, final=False)
                 self.failure = DecodeFailure(
                     offset=fed - pending + exc.start,
                     line=self._emitted + 1,
                     bad_bytes=bytes(exc.object[exc.start : exc.end]),
                     reason=exc.reason,
+                    before=self._carry[-_SAMPLE:],
+                    after=self._line_rest(bytes(exc.object[exc.start :])),
                 )
+                if lines:
+                    yield lines
+                return
+            except UnicodeError as exc:
+                # Not a bad byte but a stateful codec refusing the stream (none we know of
+                # after the BOM families above): report it where this chunk began.
+                lines = self._lines(held_cr, final=False)
+                self.failure = DecodeFailure(
+                    offset=fed - pending,
+                    line=self._emitted + 1,
+                    bad_bytes=b"",
+                    reason=str(exc),
+                )
+                if lines:
+                    yield lines
                 return
             fed += len(data)
             # A character cut by the chunk boundary is checked whole.
@@ -168,6 +282,18 @@ class TextLines:
                 return
             data = next(self._chunks, b"")
             final = not data
+
+    def _line_rest(self, data: bytes) -> bytes:
+        """``data`` and the bytes after it up to the end of its line, at most ``_SAMPLE``:
+        the same whatever the chunks. Line breaks are bytes of their own only in
+        encodings like UTF-8, the one this is for."""
+        while not any(end in data for end in b"\r\n") and len(data) < _SAMPLE:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            data += chunk
+        ends = [found for end in (b"\r", b"\n") if (found := data.find(end)) >= 0]
+        return data[: min([*ends, _SAMPLE])]
 
     def _lines(self, text: str, final: bool, plain: bool = False) -> list[str]:
         head = []

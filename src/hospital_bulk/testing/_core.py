@@ -68,6 +68,9 @@ class Fault(enum.Enum):
     FAIL_AFTER_STORING = "fail_after_storing"
     #: The call takes effect, then its answer is replaced by a 500: ``MaybeLandedError``.
     ERROR_AFTER_STORING = "error_after_storing"
+    #: The call is held ``seconds`` (the rule's) before it takes effect and answers:
+    #: held past the client's timeout, the create lands after its caller gave up.
+    HOLD = "hold"
 
 
 @attrs.define
@@ -98,6 +101,7 @@ class _Rule:
     operation: str
     times: int
     name: str | None
+    seconds: float = 0.0
 
 
 class DirectoryCore:
@@ -132,6 +136,7 @@ class DirectoryCore:
         self._batches: dict[UUID, dict[int, None]] = {}  # batch id -> member ids, in order
         self._next_id = 1
         self._rules: list[_Rule] = []
+        self._down_until = float("-inf")  # an outage: every call answers 503 until then
         # (client, operation) -> window
         self._windows: dict[tuple[str, str], Window | SlidingWindow] = {}
         # Bumped by reset(): a create in flight across it is lost, as in a restart.
@@ -144,11 +149,13 @@ class DirectoryCore:
         operation: Operation = "create",
         times: int = 1,
         name: str | None = None,
+        seconds: float = 0.0,
     ) -> None:
         """Make the next ``times`` calls of ``operation`` suffer ``fault``.
 
         With ``name`` (creates only), only creates of a hospital with that name
-        count. Rules are checked in the order added and dropped once used up.
+        count. ``seconds`` is how long :attr:`Fault.HOLD` holds a create. Rules are
+        checked in the order added and dropped once used up.
         """
         if operation not in OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}; one of {OPERATIONS}")
@@ -156,7 +163,14 @@ class DirectoryCore:
             raise ValueError(f"times must be at least 1, not {times}")
         if name is not None and operation != "create":
             raise ValueError("name only selects creates")
-        self._rules.append(_Rule(fault, operation, times, name))
+        if fault is Fault.HOLD and (operation != "create" or not seconds >= 0):
+            raise ValueError("hold holds creates, for seconds >= 0")
+        self._rules.append(_Rule(fault, operation, times, name, seconds))
+
+    def outage(self, seconds: float) -> None:
+        """For the next ``seconds``, answer every call 503 and store nothing, as the
+        directory's front does while it is down (``0`` ends an outage)."""
+        self._down_until = self._clock() + seconds
 
     def clear_faults(self) -> None:
         """Forget every injected fault not used up yet: the directory is healthy again."""
@@ -171,6 +185,7 @@ class DirectoryCore:
         """
         self._store, self._batches, self._next_id = {}, {}, 1
         self._rules, self._windows = [], {}
+        self._down_until = float("-inf")
         self.stats = DirectoryStats()
         self._generation += 1
 
@@ -189,7 +204,10 @@ class DirectoryCore:
         Each ``client`` has its own windows, as the upstream keys its limits by IP.
         """
         self.stats.calls[operation] += 1
-        fault = self._take_fault(operation, name)
+        if self._clock() < self._down_until:
+            raise Answer(503, "Service Unavailable")
+        rule = self._take_fault(operation, name)
+        fault = rule.fault if rule is not None else None
         if fault is not None:
             self.stats.faults += 1
         # These faults replace the call, limiter included, so that "the next call
@@ -202,7 +220,7 @@ class DirectoryCore:
             raise Answer(400, {"detail": "Rejected (injected)"})
         if fault is Fault.FAIL_BEFORE_STORING:
             raise Answer(500, "Internal Server Error")
-        gate = _Gate(fault)
+        gate = _Gate(fault, hold=rule.seconds if rule is not None else 0.0)
         limit = self._limit(operation)
         if limit is not None:
             window = self._windows.get((client, operation))
@@ -212,13 +230,13 @@ class DirectoryCore:
                 raise self._throttled(operation) if gate.instead is None else gate.instead
         return gate
 
-    def _take_fault(self, operation: str, name: str | None) -> Fault | None:
+    def _take_fault(self, operation: str, name: str | None) -> _Rule | None:
         for rule in self._rules:
             if rule.operation == operation and rule.name in (None, name):
                 rule.times -= 1
                 if rule.times == 0:
                     self._rules.remove(rule)
-                return rule.fault
+                return rule
         return None
 
     def _limit(self, operation: str) -> RateLimit | None:
@@ -232,7 +250,7 @@ class DirectoryCore:
 
     async def _create(self, body: object, *, client: str = ONE_CLIENT) -> Hospital:
         name = body.get("name") if isinstance(body, dict) else None
-        with self._gate("create", name if isinstance(name, str) else None, client):
+        with self._gate("create", name if isinstance(name, str) else None, client) as gate:
             name, address, phone, batch_id = hospital_fields(body, with_batch=True)
             # Counted before the sleep and stored after it: concurrent creates overshoot.
             if batch_id is not None and len(self._batches.get(batch_id, {})) >= self.batch_cap:
@@ -241,7 +259,7 @@ class DirectoryCore:
             stats.creates_in_flight += 1
             stats.max_creates_in_flight = max(stats.max_creates_in_flight, stats.creates_in_flight)
             try:
-                await anyio.sleep(self.latency)
+                await anyio.sleep(self.latency + gate.hold)
             finally:
                 # The upstream finishes a create even when its caller stops waiting,
                 # but a restart (reset()) takes the creates in flight with it.
@@ -344,7 +362,9 @@ class DirectoryCore:
 class _Gate:
     """Hides the answer of a call that suffers FAIL_ or ERROR_AFTER_STORING, whatever it was."""
 
-    def __init__(self, fault: Fault | None) -> None:
+    def __init__(self, fault: Fault | None, *, hold: float = 0.0) -> None:
+        #: Seconds a create is held before it takes effect (Fault.HOLD).
+        self.hold = hold if fault is Fault.HOLD else 0.0
         #: What the caller gets instead of the call's answer, if anything.
         self.instead: Exception | None = None
         if fault is Fault.FAIL_AFTER_STORING:
@@ -352,8 +372,8 @@ class _Gate:
         elif fault is Fault.ERROR_AFTER_STORING:
             self.instead = Answer(500, "Internal Server Error")
 
-    def __enter__(self) -> None:
-        return None
+    def __enter__(self) -> _Gate:
+        return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         # Cancellation passes through: only an answer (or success) can be hidden.

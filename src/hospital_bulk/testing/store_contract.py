@@ -39,6 +39,7 @@ from hospital_bulk import (
     CallKind,
     EventDraft,
     EventType,
+    Fingerprint,
     HospitalRecord,
     Job,
     JobConflictError,
@@ -289,6 +290,22 @@ class StoreContract:
         assert found is not None
         assert job.id == found.id
         assert await store.find_job("other") is None
+
+    async def test_a_fingerprint_comes_back_equal(self, store: JobStore) -> None:
+        """What a job was submitted from is kept with it, and found with its key."""
+        key = str(uuid.uuid4())
+        job, rows = make_job(key=key)
+        fingerprint = Fingerprint(sha256="ab" * 32, encoding="cp1252", delimiter=";")
+        await store.add_job(attrs.evolve(job, fingerprint=fingerprint), rows, accepted())
+
+        found = await store.find_job(key)
+        moved = await store.transition(job.id, JobState.CANCELLED)
+
+        assert [fingerprint] * 3 == [
+            (await store.get_job(job.id)).fingerprint,
+            None if found is None else found.fingerprint,
+            moved.fingerprint,
+        ]
 
     async def test_ping(self, store: JobStore) -> None:
         """A working store answers a ping."""

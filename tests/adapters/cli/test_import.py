@@ -110,6 +110,52 @@ def test_an_invalid_file_in_json(runner: CliRunner, tmp_path: Path, store: str) 
     )
 
 
+def test_a_cp1252_file_from_standard_input_keeps_its_names(
+    runner: CliRunner, tmp_path: Path, store: str, standin: UvicornServer
+) -> None:
+    """`import - --encoding cp1252`: Excel's file on standard input, its accents and en
+    dash intact upstream; the job's file is stdin, failed rows would go to
+    ./stdin.failed.csv."""
+    data = (
+        "name,address\nClínica São José,Rua das Flores 10\nHôpital \u2013 Nord,2 rue du Nord\n"
+    ).encode("cp1252")
+
+    refused = runner.invoke(
+        app, ["import", "-", "--api", standin.url, "--store", store], input=data
+    )
+    result = runner.invoke(
+        app,
+        ["import", "-", "--encoding", "cp1252", "--api", standin.url, "--store", store, "--json"],
+        input=data,
+    )
+
+    assert 1 == refused.exit_code
+    assert "encoding=cp1252" in refused.stdout
+    assert 0 == result.exit_code, result.output
+    assert ["Clínica São José", "Hôpital \u2013 Nord"] == sorted(
+        str(h["name"]) for h in upstream_hospitals(standin.url)
+    )
+    job_id = events_of(result.stdout)[-1]["summary"]["job_id"]
+    status = runner.invoke(app, ["status", job_id, "--store", store, "--json"])
+    assert "stdin" == json.loads(status.stdout)["job"]["file_name"]
+
+
+def test_a_semicolon_file_with_a_delimiter_from_standard_input(
+    runner: CliRunner, store: str
+) -> None:
+    """`--delimiter ';'` keeps the commas inside values."""
+    data = b"name;address\nGeneral Hospital;1 Main St, Springfield\n"
+
+    result = runner.invoke(
+        app,
+        ["import", "-", "--delimiter", ";", "--directory", "embedded", *FAST, "--store", store],
+        input=data,
+    )
+
+    assert 0 == result.exit_code, result.output
+    assert "Importing stdin: 1 hospitals" in result.stdout
+
+
 def test_a_missing_file_exits_1(runner: CliRunner, tmp_path: Path, store: str) -> None:
     """Not click's usage error (2 means partial here): a plain error, exit status 1."""
     result = runner.invoke(app, ["import", str(tmp_path / "nope.csv"), "--store", store])

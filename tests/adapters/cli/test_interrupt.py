@@ -78,6 +78,13 @@ def test_ctrl_c_leaves_a_job_that_resume_completes(
     at once and is interrupted, its in-flight rows unknown. Either way exit status 130 and
     a resume command that, run as printed, completes the job with each hospital once."""
     api = slow_standin.url
+    # The resume lists a batch only once its interrupted creates can no longer land:
+    # a short client timeout keeps that wait short.
+    environ = {
+        **environ,
+        "HOSPITAL_BULK_DIRECTORY_TIMEOUT": "3",
+        "HOSPITAL_BULK_LANDING_MARGIN": "1",
+    }
     import_args = ["import", str(example), "--json", "--api", api, "--store", store]
     import_args += ["--rate-limit", "0", "--concurrency", "2"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 from typer.testing import CliRunner
 
-from hospital_bulk import BulkProcessor
+from hospital_bulk import BulkProcessor, HttpDirectoryClient
 from hospital_bulk.stores import open_store
 from hospital_bulk_cli import app
 from hospital_bulk_cli.demo import example_csv
@@ -33,16 +33,19 @@ def job_ids(runner: CliRunner, *args: str) -> list[str]:
     return [json.loads(line)["id"] for line in result.stdout.splitlines()]
 
 
-def pending_job(store: str) -> str:
+def pending_job(store: str, directory: str = "embedded") -> str:
     """A job submitted (by the library, as the service does) but not started."""
 
     async def submit() -> str:
         opened = await open_store(store)
         try:
-            processor = BulkProcessor(store=opened)
+            client = HttpDirectoryClient(directory) if directory != "embedded" else None
+            processor = BulkProcessor(client, store=opened, directory=directory)
             return (await processor.submit(example_csv(), file_name="queued.csv")).id
         finally:
             await opened.aclose()
+            if client is not None:
+                await client.aclose()
 
     return anyio.run(submit)
 
@@ -237,3 +240,50 @@ def test_the_api_base_variable_can_name_the_embedded_directory(
     assert "→ the embedded directory (0.01 s per create)" in by_env.stdout
     assert 1 == by_flag.exit_code
     assert "error: --api: " in by_flag.stderr
+
+
+def test_resume_without_api_goes_to_the_jobs_own_directory(
+    runner: CliRunner, store: str, standin: UvicornServer
+) -> None:
+    """A job created against a directory is resumed there without `--api`: the rows
+    land in that directory, not in the default one."""
+    job_id = pending_job(store, standin.url)
+
+    result = runner.invoke(app, ["resume", job_id, "--store", store, "--json"])
+
+    assert 0 == result.exit_code, result.output
+    assert "completed" == json.loads(result.stdout.splitlines()[-1])["summary"]["state"]
+    assert 30 == len(upstream_hospitals(standin.url))
+
+
+def test_another_api_for_an_existing_job_is_refused(
+    runner: CliRunner, store: str, standin: UvicornServer
+) -> None:
+    """`--api` naming another directory than the job's: exit status 1, nothing sent,
+    and the message names both."""
+    job_id = pending_job(store, standin.url)
+
+    result = runner.invoke(app, ["resume", job_id, "--store", store, "--api", "http://other.test"])
+
+    assert 1 == result.exit_code
+    assert (
+        f"error: job '{job_id}' belongs to the directory {standin.url}: it cannot be run or"
+        " deleted against http://other.test"
+    ) == " ".join(result.stderr.split())
+    assert [] == upstream_hospitals(standin.url)
+    status = json.loads(runner.invoke(app, ["status", job_id, "--json", "--store", store]).stdout)
+    assert ("pending", standin.url) == (status["job"]["state"], status["job"]["directory"])
+
+
+def test_delete_without_api_deletes_in_the_jobs_own_directory(
+    runner: CliRunner, example: Path, store: str, standin: UvicornServer
+) -> None:
+    imported = runner.invoke(
+        app, ["import", str(example), "--json", "--api", standin.url, "--store", store]
+    )
+    job_id = json.loads(imported.stdout.splitlines()[-1])["summary"]["job_id"]
+
+    deleted = runner.invoke(app, ["delete", job_id, "--yes", "--store", store])
+
+    assert 0 == deleted.exit_code, deleted.output
+    assert [] == upstream_hospitals(standin.url)

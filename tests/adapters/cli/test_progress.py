@@ -56,3 +56,33 @@ def test_a_429_shows_the_pause_then_the_pacing_again() -> None:
     assert "throttled 12s" in throttled
     assert "unpaced" in lifted
     assert "throttled" not in lifted
+
+
+def test_an_unavailable_directory_shows_the_next_try_then_goes() -> None:
+    """directory.unavailable: the phase says waiting and the bar when the next probe
+    goes out; directory.available lifts it."""
+    view = ProgressBarView(30, RateLimit(30, 60.0), Console(record=True, width=140))
+    progress = Progress(total=30, created=3)
+
+    view.event(event(EventType.JOB_STATE_CHANGED, progress, state=JobState.WAITING_FOR_DIRECTORY))
+    view.event(event(EventType.DIRECTORY_UNAVAILABLE, progress, delay=8.0))
+    down = shown(view)
+    view.event(event(EventType.DIRECTORY_AVAILABLE, progress))
+    view.event(event(EventType.JOB_STATE_CHANGED, progress, state=JobState.RUNNING))
+    back = shown(view)
+
+    assert "waiting" in down
+    assert "directory unavailable: next try in 8 s" in down
+    assert "unavailable" not in back
+    assert "creating" in back
+
+
+def test_a_full_rate_window_shows_how_long_it_lasts() -> None:
+    """A window's worth of creates answered within it: the bar says the rate window
+    holds the next ones back, and for about how long."""
+    view = ProgressBarView(30, RateLimit(3, 60.0), Console(record=True, width=140))
+
+    for created in (1, 2, 3):
+        view.event(event(EventType.ROW_CREATED, Progress(total=30, created=created)))
+
+    assert "rate window: 60 s" in shown(view)

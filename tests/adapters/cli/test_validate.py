@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from hospital_bulk_cli import app
+from hospital_bulk_cli import app, main
 
 BROKEN = (
     "name,address,phone\n"
@@ -99,3 +100,80 @@ def test_too_many_rows_for_max_rows(runner: CliRunner, example: Path) -> None:
     for result in (by_flag, by_env):
         assert 1 == result.exit_code
         assert ["too_many_rows"] == [e["code"] for e in json.loads(result.stdout)["errors"]]
+
+
+#: What Excel on Windows saves as "CSV": cp1252, where 0x96 is an en dash.
+EXCEL_CP1252 = (
+    "name,address\nClínica São José,Rua das Flores 10\nHôpital \u2013 Nord,2 rue du Nord\n"
+).encode("cp1252")
+
+
+def test_a_cp1252_file_is_refused_with_a_suggestion(runner: CliRunner, tmp_path: Path) -> None:
+    """Read as UTF-8 it fails on row 1, line 2: the finding says to save it as UTF-8 or
+    pass the encoding, and shows the line read in cp1252."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(EXCEL_CP1252)
+
+    result = runner.invoke(app, ["validate", str(path), "--json"])
+
+    assert 1 == result.exit_code
+    [error] = json.loads(result.stdout)["errors"]
+    assert ("encoding", 1, 2) == (error["code"], error["row"], error["line"])
+    assert "Save the file as UTF-8" in error["message"]
+    assert "encoding=cp1252" in error["message"]
+    assert "Clínica São José" in error["message"]
+
+
+def test_encoding_and_delimiter_options(runner: CliRunner, tmp_path: Path) -> None:
+    """--encoding cp1252 --delimiter '|' reads the file: the report says how."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(EXCEL_CP1252.replace(b",", b"|"))
+
+    result = runner.invoke(
+        app, ["validate", str(path), "--encoding", "cp1252", "--delimiter", "|", "--json"]
+    )
+
+    assert 0 == result.exit_code, result.output
+    report = json.loads(result.stdout)
+    assert (True, 2, "cp1252", "|") == (
+        report["valid"],
+        report["valid_rows"],
+        report["encoding"],
+        report["delimiter"],
+    )
+
+
+def test_a_dash_reads_standard_input(runner: CliRunner) -> None:
+    """`validate -` checks what comes on standard input, shown as stdin."""
+    result = runner.invoke(app, ["validate", "-"], input=BROKEN.encode())
+
+    assert 1 == result.exit_code
+    assert "stdin: invalid — 3 row(s), 1 valid, 2 error(s), 0 warning(s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--encoding", "klingon"], "--encoding"),
+        (["--encoding", "base64"], "--encoding"),
+        (["--delimiter", "ab"], "--delimiter"),
+        (["--delimiter", '"'], "--delimiter"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "import"])
+def test_a_bad_encoding_or_delimiter_is_a_usage_error(
+    command: str,
+    args: list[str],
+    flag: str,
+    example: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad value exits 64, as every bad command line does (2 means a partial import),
+    with a message naming the flag: no traceback, nothing read, nothing run."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, str(example), *args])
+
+    err = capsys.readouterr().err
+    assert 64 == exit_info.value.code
+    assert f"Invalid value for '{flag}'" in err
+    assert "Traceback" not in err

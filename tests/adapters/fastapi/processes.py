@@ -57,9 +57,11 @@ def service_env(
     rate_window: float = 60,
     concurrency: int = 20,
     lease_ttl: float = 30,
+    directory_timeout: float = 3,
     take_over: bool,
 ) -> dict[str, str]:
-    """The service's variables, every one of them."""
+    """The service's variables, every one of them. The directory's timeout is short,
+    so that resumes reach the landing horizon of unanswered creates soon."""
     return {
         "HOSPITAL_API_BASE": api_base,
         "HOSPITAL_BULK_STORE": store,
@@ -72,6 +74,9 @@ def service_env(
         "HOSPITAL_BULK_EMBEDDED_LATENCY": "0.5",
         "HOSPITAL_BULK_LEASE_TTL": str(lease_ttl),
         "HOSPITAL_BULK_TAKE_OVER": "true" if take_over else "false",
+        "HOSPITAL_BULK_DIRECTORY_TIMEOUT": str(directory_timeout),
+        "HOSPITAL_BULK_LANDING_MARGIN": "1",
+        "HOSPITAL_BULK_OUTAGE_DEADLINE": "600",
     }
 
 

@@ -49,6 +49,9 @@ def fixture_service(directory: UvicornServer) -> Iterator[UvicornServer]:
         "HOSPITAL_BULK_MAX_UPLOAD_BYTES": "1048576",
         "HOSPITAL_BULK_SYNC_TIMEOUT": "60",
         "HOSPITAL_BULK_EMBEDDED_LATENCY": "0.5",
+        # Unanswered creates can land until 4 s after their send: listed after that.
+        "HOSPITAL_BULK_DIRECTORY_TIMEOUT": "3",
+        "HOSPITAL_BULK_LANDING_MARGIN": "1",
     }
     with UvicornServer(SERVICE_APP, env=env) as server:
         yield server

@@ -229,6 +229,23 @@ async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> N
     assert 200 == docs.status_code
 
 
+async def test_openapi_documents_the_upload_options_and_the_reused_key(
+    client: httpx.AsyncClient,
+) -> None:
+    """Upload and validate take `encoding` and `delimiter` in the query; the upload's 422
+    shows both of its codes, the reused Idempotency-Key among them."""
+    schema = (await client.get("/openapi.json")).json()
+    upload = schema["paths"]["/hospitals/bulk"]["post"]
+    validate = schema["paths"]["/hospitals/bulk/validate"]["post"]
+
+    for operation in (upload, validate):
+        query = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+        assert {"encoding", "delimiter"} <= query
+    examples = upload["responses"]["422"]["content"]["application/json"]["examples"]
+    assert {"idempotency_key_reused", "invalid_request"} == set(examples)
+    assert "Idempotency-Key" in upload["responses"]["422"]["description"]
+
+
 async def test_unknown_routes_and_methods_use_the_error_shape(client: httpx.AsyncClient) -> None:
     """404 and 405 from routing answer `{detail, code}` too."""
     missing = await client.get("/no/such/thing")

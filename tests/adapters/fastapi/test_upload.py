@@ -185,6 +185,160 @@ async def test_a_retried_upload_with_the_same_idempotency_key_returns_the_first_
     assert 1 == len((await client.get("/hospitals/bulk")).json()["jobs"])
 
 
+async def test_an_idempotency_key_with_another_file_is_422_naming_the_key(
+    client: httpx.AsyncClient, fake: FakeDirectory
+) -> None:
+    """The key of a first upload sent with a different file: 422 naming the key and the
+    first job, nothing created; the first file again still answers its job."""
+    headers = {"Idempotency-Key": "registry-2026-11-30"}
+    first = await client.post(
+        "/hospitals/bulk", files=upload(csv_bytes(records(2))), headers=headers
+    )
+
+    other = await client.post(
+        "/hospitals/bulk", files=upload(csv_bytes(records(3))), headers=headers
+    )
+    again = await client.post(
+        "/hospitals/bulk", files=upload(csv_bytes(records(2))), headers=headers
+    )
+
+    batch_id = first.json()["batch_id"]
+    body = other.json()
+    assert (422, "idempotency_key_reused") == (other.status_code, body["code"])
+    assert "'registry-2026-11-30'" in body["detail"]
+    assert batch_id in body["detail"]
+    assert [("header.Idempotency-Key", "registry-2026-11-30", "a different file")] == [
+        (error["column"], error["value"], error["message"]) for error in body["errors"]
+    ]
+    assert (200, batch_id) == (again.status_code, again.json()["batch_id"])
+    assert 2 == len(fake.hospitals)
+    assert 1 == len((await client.get("/hospitals/bulk")).json()["jobs"])
+
+
+async def test_an_idempotency_key_with_other_options_is_422(client: httpx.AsyncClient) -> None:
+    """The same bytes with another encoding or delimiter are another upload: 422 too."""
+    headers = {"Idempotency-Key": "k"}
+    content = csv_bytes(records(2))
+    await client.post("/hospitals/bulk", files=upload(content), headers=headers)
+
+    response = await client.post(
+        "/hospitals/bulk", files=upload(content), headers=headers, params={"encoding": "latin-1"}
+    )
+
+    assert (422, "idempotency_key_reused") == (response.status_code, response.json()["code"])
+    assert "encoding 'iso8859-1' instead of 'utf-8'" == response.json()["errors"][0]["message"]
+
+
+async def test_an_async_retry_with_the_same_key_and_file_answers_the_same_job(
+    client: httpx.AsyncClient,
+) -> None:
+    """With ?mode=async the retry is a 202 for the first job, as the first answer was."""
+    headers = {"Idempotency-Key": "async-key"}
+    content = csv_bytes(records(2))
+    answers = [
+        await client.post(
+            "/hospitals/bulk", files=upload(content), headers=headers, params={"mode": "async"}
+        )
+        for _ in range(2)
+    ]
+
+    assert [202, 202] == [answer.status_code for answer in answers]
+    assert 1 == len({answer.json()["batch_id"] for answer in answers})
+
+
+#: What Excel on Windows saves as "CSV": cp1252, where 0x96 is an en dash.
+EXCEL_CP1252 = (
+    "name,address,phone\nClínica São José,Rua das Flores 10,555-0100\n"
+    "Hôpital \u2013 Nord,2 rue du Nord,555-0101\n"
+).encode("cp1252")
+
+
+async def test_a_cp1252_file_is_refused_with_a_suggestion_and_read_with_encoding(
+    client: httpx.AsyncClient, fake: FakeDirectory
+) -> None:
+    """Excel's cp1252: 400 by default with a finding that suggests encoding=cp1252; with
+    ?encoding=cp1252 the hospitals are created with their names intact."""
+    refused = await client.post("/hospitals/bulk", files=upload(EXCEL_CP1252))
+    accepted = await client.post(
+        "/hospitals/bulk", files=upload(EXCEL_CP1252), params={"encoding": "cp1252"}
+    )
+
+    assert (400, "invalid_csv") == (refused.status_code, refused.json()["code"])
+    [finding] = refused.json()["errors"]
+    assert ("encoding", 1, 2) == (finding["code"], finding["row"], finding["line"])
+    assert "encoding=cp1252" in finding["message"]
+    assert 200 == accepted.status_code
+    assert ["Clínica São José", "Hôpital \u2013 Nord"] == [
+        row["name"] for row in accepted.json()["hospitals"]
+    ]
+    assert ["Clínica São José", "Hôpital \u2013 Nord"] == [h.name for h in fake.hospitals]
+
+
+async def test_a_semicolon_file_with_a_delimiter(
+    client: httpx.AsyncClient, fake: FakeDirectory
+) -> None:
+    """?delimiter=; reads values holding commas that the sniffing would split at."""
+    content = b"name;address\nGeneral Hospital;1 Main St, Springfield\n"
+
+    response = await client.post(
+        "/hospitals/bulk", files=upload(content), params={"delimiter": ";"}
+    )
+
+    assert 200 == response.status_code
+    assert [("General Hospital", "1 Main St, Springfield")] == [
+        (h.name, h.address) for h in fake.hospitals
+    ]
+
+
+async def test_validate_takes_encoding_and_delimiter(client: httpx.AsyncClient) -> None:
+    """The report says which encoding and delimiter were used."""
+    content = EXCEL_CP1252.replace(b",", b"|")
+
+    response = await client.post(
+        "/hospitals/bulk/validate",
+        files=upload(content),
+        params={"encoding": "windows-1252", "delimiter": "|"},
+    )
+
+    body = response.json()
+    assert (True, 2, "cp1252", "|") == (
+        body["valid"],
+        body["valid_rows"],
+        body["encoding"],
+        body["delimiter"],
+    )
+
+
+@pytest.mark.parametrize("path", ["/hospitals/bulk", "/hospitals/bulk/validate"])
+@pytest.mark.parametrize(
+    ("params", "column"),
+    [
+        ({"encoding": "klingon"}, "query.encoding"),
+        ({"encoding": "base64"}, "query.encoding"),
+        ({"delimiter": "ab"}, "query.delimiter"),
+        ({"delimiter": '"'}, "query.delimiter"),
+    ],
+)
+async def test_a_bad_encoding_or_delimiter_is_422_naming_it(
+    client: httpx.AsyncClient,
+    fake: FakeDirectory,
+    path: str,
+    params: dict[str, str],
+    column: str,
+) -> None:
+    """An unknown encoding or an unusable delimiter: 422 invalid_request, nothing read."""
+    response = await client.post(path, files=upload(csv_bytes(records(1))), params=params)
+
+    body = response.json()
+    assert (422, "invalid_request", [column]) == (
+        response.status_code,
+        body["code"],
+        [error["column"] for error in body["errors"]],
+    )
+    assert column in body["detail"]
+    assert [] == fake.hospitals
+
+
 async def test_concurrent_retries_with_one_key_run_one_job(
     client: httpx.AsyncClient, fake: FakeDirectory
 ) -> None:
