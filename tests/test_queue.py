@@ -75,3 +75,19 @@ async def test_a_queued_job_stopped_by_shutdown_is_interrupted_and_resumable() -
     assert JobState.INTERRUPTED == (await bulk.get_job(second.id)).state
     resumed = await bulk.run(second.id)
     assert JobState.COMPLETED == resumed.state
+
+
+async def test_interrupting_runs_leaves_a_queued_job_interrupted_not_cancelled() -> None:
+    """A shutdown (``interrupt_runs``) while a job waits its turn: it never started,
+    and it stays resumable."""
+    fake = FakeDirectory(latency=0.05)
+    bulk = BulkProcessor(fake, settings=attrs.evolve(UNPACED, max_jobs=1))
+    first, second = [await bulk.submit(csv_bytes(records(5, prefix=p))) for p in "AB"]
+
+    async with anyio.create_task_group() as group:
+        await bulk.start(first.id, group)
+        await bulk.start(second.id, group)
+        await bulk.interrupt_runs(grace=5)
+
+    assert JobState.INTERRUPTED == (await bulk.get_job(second.id)).state
+    assert JobState.COMPLETED == (await bulk.run(second.id)).state

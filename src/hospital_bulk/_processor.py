@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
 from collections.abc import AsyncIterator
@@ -269,6 +270,56 @@ class BulkProcessor:
         """Mark jobs whose runner died as interrupted (resumable); returns them."""
         return await recover(self.store, running_here=set(self._runs))
 
+    async def adopt_orphans(self, task_group: TaskGroup) -> list[Run]:
+        """Start in ``task_group`` the jobs nobody runs that should run: returns their runs.
+
+        After :meth:`recover`, these are the ``interrupted`` jobs (a shutdown, a crash,
+        a hard stop left them resumable) and the ``pending`` jobs unchanged for longer
+        than ``lease_ttl`` (accepted by a process that died before starting them). A
+        job another process starts first is passed by. The rule lives here alone.
+        """
+        await self.recover()
+        stale = utcnow() - dt.timedelta(seconds=self.settings.lease_ttl)
+        orphans = [
+            job.id
+            for job in await self._all_jobs()
+            if job.id not in self._runs
+            and (
+                job.state is JobState.INTERRUPTED
+                or (job.state is JobState.PENDING and job.updated_at < stale)
+            )
+        ]
+        runs = []
+        for job_id in orphans:
+            try:
+                runs.append(await self.start(job_id, task_group))
+            except JobConflictError:
+                continue  # started elsewhere meanwhile, or nothing left to do
+        return runs
+
+    async def interrupt_runs(self, *, grace: float) -> list[Run]:
+        """Stop every run of this processor for a shutdown; returns them once all are over.
+
+        No more creates are sent; those in flight get ``grace`` seconds to finish,
+        then the runs still going stop at once (their unanswered creates marked
+        ``unknown``). Every job not complete by then ends ``interrupted``, resumable
+        (see :meth:`adopt_orphans`). Runs started meanwhile are stopped too.
+        """
+        runs = list(self._runs.values())
+        for run in runs:
+            run.interrupt()
+        with anyio.move_on_after(grace):
+            for run in runs:
+                await run.stopped()
+        while late := [run for run in self._runs.values() if not run.done]:
+            for run in late:
+                run.cancel(now=True)
+                if run not in runs:
+                    runs.append(run)
+            for run in late:
+                await run.stopped()
+        return runs
+
     # -- reading ---------------------------------------------------------------------
 
     async def get(self, job_id: str) -> JobSnapshot:
@@ -315,6 +366,12 @@ class BulkProcessor:
             await self.client.aclose()
 
     # -- internals -------------------------------------------------------------------
+
+    async def _all_jobs(self) -> list[Job]:
+        jobs: list[Job] = []
+        while page := await self.store.list_jobs(limit=_PAGE, offset=len(jobs)):
+            jobs.extend(page)
+        return jobs
 
     async def _read(
         self, source: Source, options: CsvOptions, *, keep_rows: bool = False
@@ -465,5 +522,7 @@ def _reused(existing: Job, key: str, fingerprint: Fingerprint) -> Job:
     return existing
 
 
+#: Jobs read at a time when going through every job.
+_PAGE = 500
 #: Events after which a watcher checks whether the job has settled.
 _SETTLING = frozenset({EventType.JOB_FINISHED, EventType.JOB_STATE_CHANGED})

@@ -47,6 +47,7 @@ class Run:
         self._scope = anyio.CancelScope()
         self._queue_scope = anyio.CancelScope()  # the wait for a job slot
         self._cancel_requested = False
+        self._interrupt_requested = False
         self._work: JobWork | None = None
         self._directory_changed: Callable[[DirectoryError | None, float], Awaitable[None]] | None
         self._directory_changed = None
@@ -75,6 +76,20 @@ class Run:
             self._work.stop()
         if now:
             self._scope.cancel()
+
+    def interrupt(self) -> None:
+        """Stop for a shutdown: send no more creates (nor activations not yet begun);
+        those in flight finish, and the job ends ``interrupted``, resumable, rather
+        than ``cancelled`` (unless it was complete by then).
+
+        Follow with ``cancel(now=True)`` once the creates in flight had long enough.
+        """
+        self._interrupt_requested = True
+        self.cancel()
+
+    async def stopped(self) -> None:
+        """Return once the run is over, however it ended (:meth:`wait` raises its error)."""
+        await self._done.wait()
 
     def events(self) -> AsyncIterator[Event]:
         """This run's events, to its end: from its move to ``running``, or for a job's
@@ -144,6 +159,9 @@ async def wait_in_queue(
             return await store.transition(
                 run.job_id, JobState.RUNNING, owner=owner, lease=lease_ttl
             )
+        elif run._interrupt_requested:
+            # A shutdown: the job never started, and is resumable.
+            await store.transition(run.job_id, JobState.INTERRUPTED, owner=owner)
         elif run._cancel_requested:
             job = await store.get_job(run.job_id)
             finished = EventDraft(EventType.JOB_FINISHED, job.progress, state=JobState.CANCELLED)
@@ -291,6 +309,14 @@ async def _carry_out(
         if work.lease_lost:
             raise JobConflictError(run.job_id, "running", "finish it: another process took it over")
         final = work.final_state()
+        if final is JobState.INTERRUPTED or (
+            run._interrupt_requested and final is not JobState.COMPLETED
+        ):
+            # Stopped for a shutdown, or past an outage's deadline: resumable, and no
+            # job.finished (it is not over).
+            await move(JobState.INTERRUPTED)
+            await mark_in_flight_unknown(store, work.job)
+            return
         finished = EventDraft(EventType.JOB_FINISHED, work.tally.progress(), state=final)
         await move(final, then=(finished,))
     except BaseException as error:

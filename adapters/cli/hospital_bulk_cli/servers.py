@@ -5,6 +5,11 @@ The web stack is imported inside the commands: the others start without it.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
+import socket
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -17,6 +22,9 @@ from .running import open_processor
 from .settings import RUNNING, SETTINGS_PANEL, with_settings
 
 if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
     from hospital_bulk_fastapi import ServiceSettings
 
 HostOption = Annotated[str, typer.Option("--host", help="Interface to listen on.")]
@@ -43,17 +51,20 @@ def require_web_stack() -> None:
 
 
 @handles_errors
-@with_settings(*RUNNING, "max_rows")
+@with_settings(*RUNNING, "max_rows", "graceful_timeout", "resume_on_start")
 def serve_command(
     settings: ServiceSettings,
     host: HostOption = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8000,
     log_level: LogLevelOption = "info",
 ) -> None:
-    """Run the HTTP service (interactive docs at /docs) until Ctrl-C.
+    """Run the HTTP service (interactive docs at /docs) until SIGTERM or Ctrl-C.
 
     It shares its job store with this command line: jobs uploaded to it can be
-    followed and resumed from the shell, and the other way round.
+    followed and resumed from the shell, and the other way round. On SIGTERM it
+    refuses new uploads, ends live streams with a closing message, gives creates in
+    flight --graceful-timeout seconds, records the jobs still running as interrupted
+    and exits 0; the next start resumes them.
     """
     require_web_stack()
     import uvicorn
@@ -61,7 +72,42 @@ def serve_command(
     from hospital_bulk_fastapi import create_app
 
     anyio.run(_check_store, settings)  # a clear error now, rather than a failed start-up later
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout),
+    )
+    # uvicorn raises the signal that stopped it again once it has shut down, to die of
+    # it: a stop asked for and carried out is a success here (exit 0), as with
+    # uvicorn.run, which swallows the KeyboardInterrupt of a Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _ignore_signal)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            _stopping_server(app, config).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopping_server(app: FastAPI, config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that starts stopping the service before it closes connections:
+    otherwise it would wait for live streams, which end only with their jobs."""
+    import uvicorn
+
+    from hospital_bulk_fastapi import begin_shutdown
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await begin_shutdown(app, linger=min(5.0, config.timeout_graceful_shutdown or 0))
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
+def _ignore_signal(number: int, frame: FrameType | None) -> None:
+    pass
 
 
 async def _check_store(settings: ServiceSettings) -> None:

@@ -99,6 +99,26 @@ _SETTINGS: dict[str, tuple[type, tuple[str, ...], str, str, str, dict[str, Any],
         {"min": 1},
         10_000,
     ),
+    "graceful_timeout": (
+        float,
+        ("--graceful-timeout",),
+        "HOSPITAL_BULK_GRACEFUL_TIMEOUT",
+        "SECONDS",
+        "On SIGTERM or Ctrl-C: how long creates in flight and open requests get to finish."
+        " Jobs still running then are recorded interrupted, resumed at the next start.",
+        {"min": 0.0, "max": 3600.0},
+        30.0,
+    ),
+    "resume_on_start": (
+        bool,
+        ("--resume-on-start/--no-resume-on-start",),
+        "HOSPITAL_BULK_RESUME_ON_START",
+        "",
+        "At start-up, resume the jobs a stop or a dead process left unfinished"
+        " (interrupted, or pending with nobody to start them).",
+        {},
+        True,
+    ),
     "store": (
         str,
         ("--store",),

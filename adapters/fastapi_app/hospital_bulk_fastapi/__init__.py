@@ -9,12 +9,14 @@ from __future__ import annotations
 from .app import create_app
 from .deps import ProcessorDep, Service, ServiceDep, get_processor, get_service, service_of
 from .settings import ServiceSettings
+from .stopping import begin_shutdown
 
 __all__ = [
     "ProcessorDep",
     "Service",
     "ServiceDep",
     "ServiceSettings",
+    "begin_shutdown",
     "create_app",
     "get_processor",
     "get_service",

@@ -2,8 +2,8 @@
 
 Building the app touches nothing outside the process; the lifespan opens the
 store, the pooled HTTP client and the processor, recovers jobs a dead process
-left running, runs jobs in its task group, and at shutdown interrupts the jobs
-still running and closes everything.
+left running (and, unless told not to, starts the jobs nobody runs), runs jobs in
+its task group, and at shutdown stops them (``stopping.py``) and closes everything.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 from fastapi import FastAPI
 
-from hospital_bulk import BulkProcessor, JobConflictError
+from hospital_bulk import BulkProcessor, JobConflictError, StoreError
 
 from . import routes_health, routes_jobs, routes_live, routes_upload
 from .deps import Service
@@ -26,6 +26,7 @@ from .lazy import StartsOnFirstUse
 from .limits import MULTIPART_SLACK, BodyLimit
 from .openapi import install_openapi
 from .settings import ServiceSettings, open_processor
+from .stopping import Stopping
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ checks. Errors all answer `{"detail": "...", "code": "..."}`.
 The WebSocket `/ws/progress/{batch_id}` (not listed below: OpenAPI has no words for
 it) sends a `snapshot` message, then one `event` message per change, and closes
 with 1000 once the job has settled; `?after=N` replays what followed sequence N.
+When the service shuts down, it sends `service.stopping` (with the last `seq` sent)
+and closes with 1001; the event stream ends with the same message. Uploads and
+resumes are then refused with 503 `stopping` and `Retry-After`.
 """
 
 
@@ -84,24 +88,73 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         processor: BulkProcessor | None = app.state.injected_processor
         if processor is None:
             processor = await open_processor(settings, stack)
+        stopping = Stopping(settings.graceful_timeout)
         async with anyio.create_task_group() as group:
-            await _recover(processor, group, take_over=settings.takes_over)
+            if settings.resume_on_start:
+                await _adopt(processor, group)
+            else:
+                await _recover(processor, group, stopping, take_over=settings.takes_over)
             group.start_soon(
-                _recover_periodically, processor, group, settings.takes_over, name="recover"
+                _recover_periodically,
+                processor,
+                group,
+                stopping,
+                settings.takes_over,
+                name="recover",
             )
-            app.state.hospital_bulk = Service(settings, processor, group)
+            runs_stopped = anyio.Event()
+            group.start_soon(_interrupt_when_stopping, processor, stopping, runs_stopped)
+            app.state.hospital_bulk = Service(settings, processor, group, stopping)
             try:
                 yield
             finally:
-                app.state.hospital_bulk = None
-                # The processor records every job it was running as interrupted.
-                group.cancel_scope.cancel()
+                # Under a server that said nothing before (not `hospital-bulk serve`), the
+                # stop starts here: the same grace for the creates in flight.
+                try:
+                    stopping.begin()
+                    await runs_stopped.wait()
+                finally:
+                    app.state.hospital_bulk = None
+                    group.cancel_scope.cancel()
 
 
-async def _recover(processor: BulkProcessor, jobs: TaskGroup, *, take_over: bool) -> None:
+async def _interrupt_when_stopping(
+    processor: BulkProcessor, stopping: Stopping, done: anyio.Event
+) -> None:
+    """Once stopping began: no new creates, the grace for those in flight, and every job
+    still running left interrupted, for the next start to resume."""
+    await stopping.requested.wait()
+    try:
+        runs = await processor.interrupt_runs(grace=stopping.grace)
+    except Exception:  # the lifespan's end cancels whatever is left: jobs end interrupted
+        log.exception("stopping the running jobs failed")
+    else:
+        for run in runs:
+            state = run.summary.state if run.summary is not None else "unknown"
+            log.warning("stopping: job %s is now %s", run.job_id, state)
+    finally:
+        done.set()
+
+
+async def _adopt(processor: BulkProcessor, jobs: TaskGroup) -> None:
+    """Start the jobs nobody runs: interrupted ones, and pending ones of a dead process."""
+    try:
+        runs = await processor.adopt_orphans(jobs)
+    except StoreError:
+        # The service still starts: /readyz says what the store says, and a resume or
+        # the next start picks the jobs up.
+        log.exception("resuming the jobs left unfinished failed")
+        return
+    for run in runs:
+        log.warning("resuming job %s, left unfinished by a stop or a dead process", run.job_id)
+
+
+async def _recover(
+    processor: BulkProcessor, jobs: TaskGroup, stopping: Stopping, *, take_over: bool
+) -> None:
     """Declare the jobs of dead processes interrupted; with ``take_over``, resume them here."""
     for job in await processor.recover():
-        if not take_over:
+        if not take_over or stopping.began:
             log.warning("job %s of a dead process is now interrupted", job.id)
             continue
         log.warning("taking over job %s from a dead process", job.id)
@@ -111,13 +164,15 @@ async def _recover(processor: BulkProcessor, jobs: TaskGroup, *, take_over: bool
             log.info("job %s was taken over by another process first", job.id)
 
 
-async def _recover_periodically(processor: BulkProcessor, jobs: TaskGroup, take_over: bool) -> None:
+async def _recover_periodically(
+    processor: BulkProcessor, jobs: TaskGroup, stopping: Stopping, take_over: bool
+) -> None:
     """With a shared store, another process may die any time: recover its jobs once its
     lease has expired, as start-up does."""
-    while True:
+    while not stopping.began:
         await anyio.sleep(processor.settings.lease_ttl)
         try:
-            await _recover(processor, jobs, take_over=take_over)
+            await _recover(processor, jobs, stopping, take_over=take_over)
         except Exception:  # a store hiccup must not stop the service; the next round retries
             log.exception("recovering interrupted jobs failed")
 

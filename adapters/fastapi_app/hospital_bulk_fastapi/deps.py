@@ -14,6 +14,7 @@ from hospital_bulk import BulkProcessor
 
 from .errors import ApiError
 from .settings import ServiceSettings
+from .stopping import STOPPING_DETAIL, Stopping
 
 
 @attrs.frozen
@@ -25,6 +26,8 @@ class Service:
     #: Where jobs run: the lifespan's, never a request's, so a client that hangs up
     #: leaves its job running, and shutdown interrupts every job it holds.
     jobs: TaskGroup
+    #: Whether the service is stopping, and its live streams.
+    stopping: Stopping
 
 
 def service_of(app: FastAPI) -> Service:
@@ -43,7 +46,17 @@ def get_processor(connection: HTTPConnection) -> BulkProcessor:
     return service_of(connection.app).processor
 
 
+def accepting_jobs(connection: HTTPConnection) -> None:
+    """503 with ``Retry-After`` once the service is stopping: no new work is started."""
+    stopping = service_of(connection.app).stopping
+    if stopping.began:
+        headers = {"Retry-After": str(stopping.retry_after)}
+        raise ApiError(503, "stopping", STOPPING_DETAIL, headers)
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
+#: For routes that start jobs: refused while the service stops.
+AcceptingJobs = Depends(accepting_jobs)
 ProcessorDep = Annotated[BulkProcessor, Depends(get_processor)]
 
 

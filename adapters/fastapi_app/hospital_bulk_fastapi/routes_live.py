@@ -2,15 +2,15 @@
 
 Both send the same JSON: a ``snapshot`` of the job first (its ``seq`` is the last
 event it reflects), then every ``event`` after the cursor, in sequence order
-without gaps, and end once the job has settled. ``docs/http-api.md`` has the
-details.
+without gaps, and end once the job has settled, or with a ``service.stopping``
+message when the service shuts down. ``docs/http-api.md`` has the details.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import anyio
 import attrs
@@ -22,15 +22,18 @@ from starlette.websockets import WebSocketDisconnect
 from hospital_bulk import BulkProcessor, Event, Job, JobNotFoundError, StoreError
 
 from .convert import event_message, snapshot_message
-from .deps import ProcessorDep, service_of
+from .deps import ProcessorDep, ServiceDep, service_of
 from .errors import ApiError, responses
-from .schemas import ErrorMessage
+from .schemas import ErrorMessage, StoppingMessage
+from .stopping import STOPPING_DETAIL, Stopping
 
 router = APIRouter(tags=["live"])
 
 #: Close codes of the WebSocket beyond the standard ones.
 CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
+#: The service is shutting down (RFC 6455's "going away").
+CLOSE_GOING_AWAY = 1001
 #: How long an EventSource waits before reconnecting (milliseconds).
 SSE_RETRY_MS = 2000
 
@@ -48,14 +51,22 @@ async def progress(websocket: WebSocket, batch_id: str) -> None:
     """A snapshot, then every event live, then ``end``; closed with 1000 after it.
 
     ``?after=N`` replays the events after sequence N first. An unknown id gets an
-    ``error`` message and close code 4404; a bad ``after``, 4400.
+    ``error`` message and close code 4404; a bad ``after``, 4400. When the service
+    shuts down, a ``service.stopping`` message, then close code 1001.
     """
     try:
-        processor = service_of(websocket.app).processor
+        service = service_of(websocket.app)
     except ApiError:
         await websocket.close(1013, "the service is not running")
         return
     await websocket.accept()
+    with service.stopping.stream():
+        await _progress(websocket, service.processor, service.stopping, batch_id)
+
+
+async def _progress(
+    websocket: WebSocket, processor: BulkProcessor, stopping: Stopping, batch_id: str
+) -> None:
     raw_after = websocket.query_params.get("after")
     after = _cursor_value(raw_after)
     if raw_after is not None and after is None:
@@ -69,10 +80,17 @@ async def progress(websocket: WebSocket, batch_id: str) -> None:
         await _fail(websocket, CLOSE_NOT_FOUND, "job_not_found", detail)
         return
     try:
-        await websocket.send_text(snapshot_message(job).model_dump_json())
         start = job.last_seq if after is None else after
-        if not await _relay(websocket, processor, job.id, start):
-            return  # the client left
+        if stopping.began:
+            await _say_stopping(websocket, stopping, job.id, start)
+            return
+        await websocket.send_text(snapshot_message(job).model_dump_json())
+        ending, last = await _relay(websocket, processor, stopping, job.id, start)
+        if ending == "left":
+            return
+        if ending == "stopping":
+            await _say_stopping(websocket, stopping, job.id, last)
+            return
         final = await processor.get_job(batch_id)
         await websocket.send_text(snapshot_message(final, "end").model_dump_json())
         await websocket.close(1000, "the job has settled")
@@ -82,38 +100,60 @@ async def progress(websocket: WebSocket, batch_id: str) -> None:
         await _fail(websocket, 1011, "store_unavailable", f"the job store failed: {error}")
 
 
-async def _relay(websocket: WebSocket, processor: BulkProcessor, job_id: str, after: int) -> bool:
-    """Send every event of the job after ``after``; ``False`` if the client left first.
+async def _say_stopping(websocket: WebSocket, stopping: Stopping, job_id: str, seq: int) -> None:
+    await websocket.send_text(_stopping_message(stopping, job_id, seq).model_dump_json())
+    await websocket.close(CLOSE_GOING_AWAY, "the service is shutting down")
 
-    A second task listens, so a client that leaves while the job is quiet is
-    noticed at once rather than at the next event.
+
+def _stopping_message(stopping: Stopping, job_id: str, seq: int) -> StoppingMessage:
+    return StoppingMessage(
+        batch_id=job_id, seq=seq, detail=STOPPING_DETAIL, retry_after=stopping.retry_after
+    )
+
+
+async def _relay(
+    websocket: WebSocket, processor: BulkProcessor, stopping: Stopping, job_id: str, after: int
+) -> tuple[Literal["settled", "left", "stopping"], int]:
+    """Send every event of the job after ``after`` until it settles, the client leaves
+    or the service stops; which of them, and the last sequence number sent.
+
+    Other tasks listen to the client and to the stop, so that either is noticed at
+    once rather than at the next event.
     """
-    left = False
+    ending: Literal["settled", "left", "stopping"] = "settled"
     failure: StoreError | None = None
     async with anyio.create_task_group() as group:
 
         async def listen() -> None:
-            nonlocal left
+            nonlocal ending
             # Clients have nothing to say: their messages are read and dropped.
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
-            left = True
+            ending = "left"
+            group.cancel_scope.cancel()
+
+        async def stop() -> None:
+            nonlocal ending
+            await stopping.requested.wait()
+            ending = "stopping"
             group.cancel_scope.cancel()
 
         group.start_soon(listen)
+        group.start_soon(stop)
         # Caught here: out of a task group they would come wrapped in an ExceptionGroup.
         try:
             async with _watch(processor, job_id, after) as events:
                 async for event in events:
                     await websocket.send_text(event_message(event).model_dump_json())
+                    after = event.seq
         except WebSocketDisconnect:
-            left = True
+            ending = "left"
         except StoreError as error:
             failure = error
         group.cancel_scope.cancel()
     if failure is not None:
         raise failure
-    return not left
+    return ending, after
 
 
 async def _fail(websocket: WebSocket, code: int, error: str, detail: str) -> None:
@@ -172,24 +212,66 @@ async def event_cursor(
     responses={
         200: {
             "description": "`snapshot`, then one event per change (`id:` is its sequence "
-            "number), then `end` once the job has settled",
+            "number), then `end` once the job has settled, or `service.stopping` when the "
+            "service shuts down",
         },
         204: {"description": "The job has settled and nothing follows the cursor"},
         **responses(404, 422, 503),
     },
 )
 async def events(
-    processor: ProcessorDep, cursor: Annotated[Cursor, Depends(event_cursor)]
+    service: ServiceDep, cursor: Annotated[Cursor, Depends(event_cursor)]
 ) -> AsyncIterator[ServerSentEvent]:
-    yield ServerSentEvent(event="snapshot", data=snapshot_message(cursor.job), retry=SSE_RETRY_MS)
-    try:
-        async with _watch(processor, cursor.job.id, cursor.after) as feed:
-            async for event in feed:
-                data = event_message(event)
-                yield ServerSentEvent(id=str(event.seq), event=event.type, data=data)
-        job = await processor.get_job(cursor.job.id)
-    except StoreError as error:
-        failure = ErrorMessage(code="store_unavailable", detail=f"the job store failed: {error}")
-        yield ServerSentEvent(event="error", data=failure)
-        return
-    yield ServerSentEvent(event="end", data=snapshot_message(job, "end"))
+    processor, stopping = service.processor, service.stopping
+    with stopping.stream():
+        job_id, after = cursor.job.id, cursor.after
+        if not stopping.began:
+            snapshot = snapshot_message(cursor.job)
+            yield ServerSentEvent(event="snapshot", data=snapshot, retry=SSE_RETRY_MS)
+        try:
+            async with _watch(processor, job_id, after) as feed:
+                while not isinstance(event := await _next_unless_stopping(feed, stopping), str):
+                    data = event_message(event)
+                    yield ServerSentEvent(id=str(event.seq), event=event.type, data=data)
+                    after = event.seq
+            if event == "stopping":
+                message = _stopping_message(stopping, job_id, after)
+                yield ServerSentEvent(event=message.type, data=message)
+                return
+            job = await processor.get_job(job_id)
+        except StoreError as error:
+            detail = f"the job store failed: {error}"
+            yield ServerSentEvent(
+                event="error", data=ErrorMessage(code="store_unavailable", detail=detail)
+            )
+            return
+        yield ServerSentEvent(event="end", data=snapshot_message(job, "end"))
+
+
+async def _next_unless_stopping(
+    feed: AsyncIterator[Event], stopping: Stopping
+) -> Event | Literal["settled", "stopping"]:
+    """The feed's next event; ``settled`` once it ends; ``stopping`` once the service
+    stops, even while waiting (the feed is then done with)."""
+    if stopping.began:
+        return "stopping"
+    result: Event | Literal["settled", "stopping"] = "stopping"
+    failure: Exception | None = None
+    # No task group spans a yield of the stream: one per event, around the wait only.
+    async with anyio.create_task_group() as group:
+
+        async def stop() -> None:
+            await stopping.requested.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(stop)
+        try:
+            result = await anext(feed)
+        except StopAsyncIteration:
+            result = "settled"
+        except Exception as error:  # raised out of the group: unwrapped
+            failure = error
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result

@@ -183,7 +183,14 @@ class ErrorOut(_Model):
     detail: str
     code: str
     errors: list[FindingOut] = []
-    state: JobState | None = Field(default=None, description="The job's state, on a conflict")
+    state: JobState | None = Field(
+        default=None, description="The job's state, on a conflict or a failure during a job"
+    )
+    batch_id: str | None = Field(
+        default=None,
+        description="The job a failure during a job concerns: it exists, so uploading the"
+        " file again would create its hospitals twice",
+    )
 
 
 class InvalidCsvOut(ErrorOut):
@@ -230,6 +237,17 @@ class EventMessage(_Model):
     error: str | None = None
     delay: float | None = None
     count: int | None = None
+
+
+class StoppingMessage(_Model):
+    """Last message of a live feed when the service shuts down (the WebSocket then
+    closes with 1001): connect again later with ``after=seq`` to miss nothing."""
+
+    type: Literal["service.stopping"] = "service.stopping"
+    batch_id: str
+    seq: int = Field(description="The last event sent before the stop")
+    detail: str
+    retry_after: int = Field(description="Seconds to wait before connecting again")
 
 
 class ErrorMessage(_Model):

@@ -79,6 +79,14 @@ class ServiceSettings(BaseSettings):
     #: on with Redis (other processes live on to finish them), off otherwise (a
     #: restarted process shows them ``interrupted``, to resume when you choose).
     take_over: bool | None = None
+    #: ``HOSPITAL_BULK_RESUME_ON_START``: at start-up, start the jobs nobody runs: those
+    #: left ``interrupted`` (a shutdown, a crash) and those left ``pending`` by a
+    #: process that died before starting them. Off: they wait for a resume.
+    resume_on_start: bool = True
+    #: ``HOSPITAL_BULK_GRACEFUL_TIMEOUT``: at shutdown, seconds the creates in flight
+    #: (and the requests open) get to finish; what is still running then is stopped
+    #: and recorded ``interrupted``.
+    graceful_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     @field_validator("api_base")
     @classmethod

@@ -37,6 +37,7 @@ def fixture_settings() -> ServiceSettings:
         rate_limit=0,
         max_upload_bytes=64 * 1024,
         sync_timeout=10.0,
+        graceful_timeout=1.0,
     )
 
 

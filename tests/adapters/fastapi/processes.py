@@ -59,9 +59,13 @@ def service_env(
     lease_ttl: float = 30,
     directory_timeout: float = 3,
     take_over: bool,
+    resume_on_start: bool = False,
+    graceful_timeout: float = 30,
 ) -> dict[str, str]:
     """The service's variables, every one of them. The directory's timeout is short,
-    so that resumes reach the landing horizon of unanswered creates soon."""
+    so that resumes reach the landing horizon of unanswered creates soon. Resuming at
+    start-up is off unless asked: tests that restart a service look at what the
+    previous one left."""
     return {
         "HOSPITAL_API_BASE": api_base,
         "HOSPITAL_BULK_STORE": store,
@@ -74,6 +78,8 @@ def service_env(
         "HOSPITAL_BULK_EMBEDDED_LATENCY": "0.5",
         "HOSPITAL_BULK_LEASE_TTL": str(lease_ttl),
         "HOSPITAL_BULK_TAKE_OVER": "true" if take_over else "false",
+        "HOSPITAL_BULK_RESUME_ON_START": "true" if resume_on_start else "false",
+        "HOSPITAL_BULK_GRACEFUL_TIMEOUT": str(graceful_timeout),
         "HOSPITAL_BULK_DIRECTORY_TIMEOUT": str(directory_timeout),
         "HOSPITAL_BULK_LANDING_MARGIN": "1",
         "HOSPITAL_BULK_OUTAGE_DEADLINE": "600",

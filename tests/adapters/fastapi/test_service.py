@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 from contextlib import aclosing
+from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -143,20 +145,53 @@ async def test_shutdown_interrupts_running_jobs(settings: ServiceSettings) -> No
 async def test_start_up_marks_jobs_of_dead_processes_interrupted(
     settings: ServiceSettings, fake: FakeDirectory
 ) -> None:
-    """A job left `running` by a dead process (its lease expired) is `interrupted` once the
-    service has started, and a resume finishes it."""
+    """With HOSPITAL_BULK_RESUME_ON_START off, a job left `running` by a dead process (its
+    lease expired) is `interrupted` once the service has started, and a resume finishes it."""
     store = MemoryStore()
     first = BulkProcessor(fake, store, UNPACED)
     job = await first.submit(csv_bytes(records(2)))
     await store.transition(job.id, JobState.RUNNING, owner="gone:1:x", lease=-1.0)
 
-    app = create_app(settings, processor=BulkProcessor(fake, store, UNPACED))
+    app = create_app(
+        settings.model_copy(update={"resume_on_start": False}),
+        processor=BulkProcessor(fake, store, UNPACED),
+    )
     async with serve(app) as client:
         status = (await client.get(f"/bulk/status/{job.id}")).json()
         resumed = await client.post(f"/hospitals/bulk/{job.id}/resume")
 
     assert "interrupted" == status["state"]
     assert (200, "completed") == (resumed.status_code, resumed.json()["state"])
+
+
+async def test_start_up_resumes_what_a_stop_or_a_dead_process_left(
+    settings: ServiceSettings, fake: FakeDirectory
+) -> None:
+    """By default the service starts, at start-up, a job left `running` by a dead process,
+    one left `interrupted` and one left `pending` longer than a lease: all complete by
+    themselves, each row upstream once."""
+    store = MemoryStore()
+    first = BulkProcessor(fake, store, attrs.evolve(UNPACED, lease_ttl=0.1))
+    dead = await first.submit(csv_bytes(records(2, prefix="Dead")))
+    await store.transition(dead.id, JobState.RUNNING, owner="gone:1:x", lease=-1.0)
+    stopped = await first.submit(csv_bytes(records(2, prefix="Stopped")))
+    await store.transition(stopped.id, JobState.RUNNING, owner="gone:1:x", lease=60)
+    await store.transition(stopped.id, JobState.INTERRUPTED, owner="gone:1:x")
+    pending = await first.submit(csv_bytes(records(2, prefix="Pending")))
+    await anyio.sleep(0.2)
+
+    app = create_app(settings, processor=BulkProcessor(fake, store, first.settings))
+    async with serve(app):
+        with anyio.fail_after(10):
+            for job in (dead, stopped, pending):
+                async with aclosing(first.watch(job.id)) as events:  # type: ignore[type-var]
+                    async for _ in events:
+                        pass
+
+    states = [(await store.get_job(job.id)).state for job in (dead, stopped, pending)]
+    assert [JobState.COMPLETED] * 3 == states
+    assert 6 == len(fake.hospitals)
+    assert 6 == len({hospital.record().key() for hospital in fake.hospitals})
 
 
 class BrokenStore(MemoryStore):
@@ -267,3 +302,59 @@ async def test_jobs_of_a_restarted_service_stay_readable(
         ]
     async with serve(create_app(settings, processor=BulkProcessor(fake, store, UNPACED))) as two:
         assert "completed" == (await settled(two, batch_id))["state"]
+
+
+class FailsMidway(MemoryStore):
+    """Fails every save once ``failing`` is set, as a disk that fills up mid-job."""
+
+    failing = False
+
+    async def save(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing:
+            raise StoreError("database or disk is full")
+        return await super().save(*args, **kwargs)
+
+
+async def test_a_store_failure_mid_upload_names_the_job_and_invites_no_duplicate(
+    settings: ServiceSettings,
+) -> None:
+    """The store fails after some hospitals were created: the answer names the job and
+    its state, with no Retry-After. Doing what it says (follow the status, resume once
+    the store is back), or retrying with the same Idempotency-Key, creates each row once."""
+    fake = FakeDirectory(latency=0.01)
+    store = FailsMidway()
+    rows = records(40)
+    processor = BulkProcessor(fake, store, attrs.evolve(UNPACED, concurrency=2))
+    app = create_app(settings, processor=processor)
+    file = upload(csv_bytes(rows))
+    headers = {"Idempotency-Key": "upload-1"}
+
+    async def fail_after_some() -> None:
+        while len(fake.hospitals) < 10:  # noqa: ASYNC110 (the fake has no event for it)
+            await anyio.sleep(0.001)
+        store.failing = True
+
+    async with serve(app) as client:
+        async with anyio.create_task_group() as group:
+            group.start_soon(fail_after_some)
+            answer = await client.post(
+                "/hospitals/bulk", files=upload(csv_bytes(rows)), headers=headers
+            )
+        body = answer.json()
+        store.failing = False
+        again = await client.post("/hospitals/bulk", files=file, headers=headers)
+        status = (await client.get(f"/bulk/status/{body['batch_id']}")).json()
+        if status["state"] != "completed":
+            resumed = await client.post(f"/hospitals/bulk/{body['batch_id']}/resume")
+            assert 200 == resumed.status_code, resumed.text
+        final = await settled(client, body["batch_id"])
+
+    assert (500, "store_failed_during_job") == (answer.status_code, body["code"])
+    assert "Retry-After" not in answer.headers
+    assert body["state"] in ("running", "interrupted", "queued")
+    assert body["batch_id"] in body["detail"]
+    assert "do not upload the file again" in body["detail"]
+    assert body["batch_id"] == again.json()["batch_id"]
+    assert "completed" == final["state"]
+    assert 40 == len(fake.hospitals)
+    assert 40 == len({hospital.record().key() for hospital in fake.hospitals})
