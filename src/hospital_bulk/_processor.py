@@ -94,6 +94,7 @@ class BulkProcessor:
         self._gate = rate_gate
         self._calls: UpstreamCalls | None = None
         self._slots: anyio.CapacityLimiter | None = None
+        self._intake_slots: anyio.CapacityLimiter | None = None
         self._runs: dict[str, Run] = {}
         #: Who runs jobs here, in the store's eyes.
         self.owner_id = new_owner_id()
@@ -138,42 +139,45 @@ class BulkProcessor:
                 # Only hashed, not read as CSV: the earlier job is the answer, or nothing is.
                 sha256 = await anyio.to_thread.run_sync(sha256_of, source)
                 return _reused(existing, idempotency_key, _fingerprint(sha256, options))
-        report, csv_rows, sha256 = await self._read(source, options, keep_rows=True)
-        if not report.valid or not csv_rows:
-            raise InvalidCsvError(report)
-        fingerprint = _fingerprint(sha256, options)
-        job_id = new_job_id()
-        size = self.settings.batch_size
-        creation_batch_ids = creation_batch_ids_for(job_id, len(csv_rows), size)
-        rows = [
-            RowOutcome(row.row, row.line, row.record, creation_batch_ids[index // size])
-            for index, row in enumerate(csv_rows)
-        ]
-        now = utcnow()
-        progress = Progress(total=len(rows))
-        job = Job(
-            id=job_id,
-            state=JobState.PENDING,
-            total_rows=len(rows),
-            creation_batch_ids=creation_batch_ids,
-            created_at=now,
-            updated_at=now,
-            progress=progress,
-            file_name=file_name,
-            idempotency_key=idempotency_key,
-            directory=self.directory,
-            fingerprint=fingerprint,
-        )
-        accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
-        try:
-            await self.store.add_job(job, rows, accepted)
-        except StoreError:
-            # Two uploads with one key raced (stores keep keys unique): the first wins.
-            if idempotency_key is not None:
-                existing = await self.store.find_job(idempotency_key)
-                if existing is not None:
-                    return _reused(existing, idempotency_key, fingerprint)
-            raise
+        # A file read holds all its rows until stored: a few at a time bounds the
+        # memory of many uploads at once (reading is CPU-bound: more would not be faster).
+        async with self._intake:
+            report, csv_rows, sha256 = await self._read(source, options, keep_rows=True)
+            if not report.valid or not csv_rows:
+                raise InvalidCsvError(report)
+            fingerprint = _fingerprint(sha256, options)
+            job_id = new_job_id()
+            size = self.settings.batch_size
+            creation_batch_ids = creation_batch_ids_for(job_id, len(csv_rows), size)
+            rows = [
+                RowOutcome(row.row, row.line, row.record, creation_batch_ids[index // size])
+                for index, row in enumerate(csv_rows)
+            ]
+            now = utcnow()
+            progress = Progress(total=len(rows))
+            job = Job(
+                id=job_id,
+                state=JobState.PENDING,
+                total_rows=len(rows),
+                creation_batch_ids=creation_batch_ids,
+                created_at=now,
+                updated_at=now,
+                progress=progress,
+                file_name=file_name,
+                idempotency_key=idempotency_key,
+                directory=self.directory,
+                fingerprint=fingerprint,
+            )
+            accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
+            try:
+                await self.store.add_job(job, rows, accepted)
+            except StoreError:
+                # Two uploads with one key raced (stores keep keys unique): the first wins.
+                if idempotency_key is not None:
+                    existing = await self.store.find_job(idempotency_key)
+                    if existing is not None:
+                        return _reused(existing, idempotency_key, fingerprint)
+                raise
         return await self.store.get_job(job_id)
 
     def csv_options(self, encoding: str | None = None, delimiter: str | None = None) -> CsvOptions:
@@ -467,6 +471,13 @@ class BulkProcessor:
             del self._runs[job.id]
 
     @property
+    def _intake(self) -> anyio.CapacityLimiter:
+        """Files read and stored at once by :meth:`submit`."""
+        if self._intake_slots is None:
+            self._intake_slots = anyio.CapacityLimiter(_FILES_AT_ONCE)
+        return self._intake_slots
+
+    @property
     def _job_slots(self) -> anyio.CapacityLimiter:
         """How many jobs run at once here; the others wait, queued, in order."""
         if self._slots is None:
@@ -522,6 +533,8 @@ def _reused(existing: Job, key: str, fingerprint: Fingerprint) -> Job:
     return existing
 
 
+#: Files :meth:`BulkProcessor.submit` reads and stores at once.
+_FILES_AT_ONCE = 2
 #: Jobs read at a time when going through every job.
 _PAGE = 500
 #: Events after which a watcher checks whether the job has settled.
