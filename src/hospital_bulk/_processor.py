@@ -53,8 +53,8 @@ class BulkProcessor:
         directory: str | None = None,
     ) -> None:
         """``rate_gate`` shares rate accounting beyond this processor. By default a
-        store shared by several processes (``RedisStore``) provides one, so they pace
-        together; otherwise it lives in this processor's memory.
+        store shared by several processes (``SqliteStore``, ``RedisStore``) provides
+        one, so they pace together; otherwise it lives in this processor's memory.
 
         ``directory`` names the directory the client reaches (by default an
         ``HttpDirectoryClient``'s base URL): jobs submitted here record it, and a job

@@ -13,5 +13,14 @@ from __future__ import annotations
 
 from ._core import OPERATIONS, DirectoryStats, Fault, Operation
 from ._fake import FakeDirectory
+from ._rules import LIMIT_MODES, LimitMode
 
-__all__ = ["OPERATIONS", "DirectoryStats", "FakeDirectory", "Fault", "Operation"]
+__all__ = [
+    "LIMIT_MODES",
+    "OPERATIONS",
+    "DirectoryStats",
+    "FakeDirectory",
+    "Fault",
+    "LimitMode",
+    "Operation",
+]

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from hospital_bulk_cli import app
@@ -28,6 +29,13 @@ def hints(output: str) -> dict[str, list[str]]:
     return found
 
 
+@pytest.fixture(name="unpaced")
+def fixture_unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command unpaced (the stand-in has no limit), so that a hint run right after
+    an import need not wait out the window of its creates, which the store remembers."""
+    monkeypatch.setenv("HOSPITAL_BULK_RATE_LIMIT", "0")
+
+
 def partial_import(
     runner: CliRunner, example: Path, store: str, standin: UvicornServer
 ) -> dict[str, list[str]]:
@@ -40,6 +48,7 @@ def partial_import(
     return hints(result.stdout)
 
 
+@pytest.mark.usefixtures("unpaced")
 def test_the_import_hint_for_failed_rows_works(
     runner: CliRunner, example: Path, store: str, standin: UvicornServer
 ) -> None:
@@ -56,6 +65,7 @@ def test_the_import_hint_for_failed_rows_works(
     )
 
 
+@pytest.mark.usefixtures("unpaced")
 def test_the_resume_hint_after_failed_rows_works(
     runner: CliRunner, example: Path, store: str, standin: UvicornServer
 ) -> None:
