@@ -1,10 +1,13 @@
-"""Developer sessions: ``nox`` runs tests, lint and typing; ``nox -s NAME`` one of them."""
+"""Developer sessions: ``nox`` runs tests, lowest, lint and typing; ``nox -s NAME`` one of them."""
 
 from __future__ import annotations
 
 import nox
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
-nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.sessions = ["tests", "lowest", "lint", "typing"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -22,6 +25,58 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[all]")
     install_group(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON, reuse_venv=False)
+def lowest(session: nox.Session) -> None:
+    """The whole test suite on the floors: each dependency pyproject.toml names (every
+    extra's too) at the lowest version it allows, their own dependencies at the newest
+    that fit, and the test group's tools at the newest that fit those. A fresh
+    environment every time: a reused one would keep newer versions installed.
+    """
+    session.install("uv")
+    session.run("uv", "pip", "install", "--resolution", "lowest-direct", "-e", ".[all]")
+    output = session.run("uv", "pip", "freeze", "--exclude-editable", silent=True)
+    assert isinstance(output, str)  # uv's own notes on stderr are in it too
+    installed = [line for line in output.splitlines() if "==" in line]
+    pins = dict(line.split("==", 1) for line in installed)
+    pins = {canonicalize_name(name): version for name, version in pins.items()}
+    floors = declared_floors()
+    wrong = {
+        name: pins.get(name)
+        for name, floor in floors.items()
+        if name not in pins or Version(pins[name]) != Version(floor)
+    }
+    if wrong:
+        session.error(f"not installed at their floors: {wrong} (floors: {floors})")
+    session.log("floors: " + ", ".join(f"{name}=={v}" for name, v in sorted(floors.items())))
+    # The test tools may be newest, but must not move any runtime version.
+    constraints = f"{session.create_tmp()}/lowest-constraints.txt"
+    with open(constraints, "w") as file:
+        file.write("\n".join(installed) + "\n")
+    session.run(
+        "uv", "pip", "install", "-c", constraints, *nox.project.dependency_groups(PYPROJECT, "test")
+    )
+    session.run("pytest", *session.posargs)
+
+
+def declared_floors() -> dict[str, str]:
+    """Each third-party dependency of the project and its extras: its ``>=`` version."""
+    project = PYPROJECT["project"]
+    declared = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        declared.extend(extra)
+    floors: dict[str, str] = {}
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        if name == canonicalize_name(project["name"]):
+            continue
+        lower = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if len(lower) != 1:
+            raise ValueError(f"{text!r}: every dependency needs one >= floor")
+        floors[name] = lower[0]
+    return floors
 
 
 @nox.session(python=PYTHON)

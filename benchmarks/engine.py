@@ -1,7 +1,7 @@
 """Engine benchmarks against the in-memory FakeDirectory (run by hand, not a test).
 
-    python benchmarks/engine.py            # all three
-    python benchmarks/engine.py throughput # or: cpu, paced
+    python benchmarks/engine.py            # all four
+    python benchmarks/engine.py throughput # or: cpu, paced, cpu-sqlite
 
 (a) throughput: 2,000 rows, 50 ms latency, concurrency 20, unpaced; ratio of the
     measured rows/s to the ideal concurrency / latency (target >= 0.90).
@@ -9,6 +9,9 @@
 (c) paced: a fake enforcing 50 creates per 2 s window, 300 rows, the processor paced
     to the same limit; elapsed vs the floor (the sixth window opens at 10 s, plus one
     latency): floor / elapsed (target >= 0.95), and zero 429s.
+(d) cpu-sqlite: (b) on a SQLite file, paced to a limit it never reaches, so that
+    every call takes through the file's shared rate gate: CPU time per row (no
+    target: the store's writes dominate; compare runs).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import gc
 import io
 import statistics
 import sys
+import tempfile
 import time
 
 import anyio
 
 from hospital_bulk import BulkProcessor, JobState, ProcessorSettings, RateLimit, RetryPolicy
+from hospital_bulk.stores.sqlite import SqliteStore
 from hospital_bulk.testing import FakeDirectory
 
 
@@ -108,10 +113,38 @@ async def paced() -> None:
     )
 
 
+async def cpu_sqlite() -> None:
+    rows, rounds = 2000, 5
+    never_reached = RateLimit(1_000_000, 60.0)
+    config = settings(concurrency=50, create_limit=never_reached, other_limit=never_reached)
+    per_row = []
+    with tempfile.TemporaryDirectory() as folder:
+        # Round 0 warms up, as in (b); each round has a file of its own.
+        for round_ in range(rounds + 1):
+            store = await SqliteStore.open(f"sqlite:///{folder}/jobs-{round_}.sqlite3")
+            bulk = BulkProcessor(FakeDirectory(latency=0.0), store, settings=config)
+            job = await bulk.submit(csv_file(rows if round_ else 100))
+            gc.collect()
+            start = time.process_time()
+            summary = await bulk.run(job.id)
+            if round_:
+                per_row.append((time.process_time() - start) / rows * 1e6)
+            assert summary.state == JobState.COMPLETED
+            await bulk.aclose()
+            await store.aclose()
+    print(
+        f"(d) cpu-sqlite: {rows} rows x {rounds} rounds, paced through the file: "
+        f"best {min(per_row):.1f} us per row, median {statistics.median(per_row):.1f} us "
+        f"[rounds: {', '.join(f'{value:.0f}' for value in per_row)}]"
+    )
+
+
+BENCHMARKS = {"throughput": throughput, "cpu": cpu, "paced": paced, "cpu-sqlite": cpu_sqlite}
+
+
 def main() -> None:
-    wanted = sys.argv[1:] or ["throughput", "cpu", "paced"]
-    for name in wanted:
-        anyio.run({"throughput": throughput, "cpu": cpu, "paced": paced}[name])
+    for name in sys.argv[1:] or list(BENCHMARKS):
+        anyio.run(BENCHMARKS[name])
 
 
 if __name__ == "__main__":

@@ -85,14 +85,25 @@ async def many_uploads(count: int, directory: Path) -> None:
             async with anyio.create_task_group() as group:
                 for n in range(count):
                     group.start_soon(upload, n)
-            jobs = (await api.get("/hospitals/bulk", params={"limit": count})).json()
             await anyio.sleep(3)
+            jobs = (await api.get("/hospitals/bulk", params={"limit": count})).json()
+            rss_running = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            now = rss_now()
+            print(f"peak RSS with every upload accepted: {rss_running:.0f} MB, now {now:.0f} MB")
             states: dict[str, int] = {}
             for job in jobs.get("jobs", jobs) if isinstance(jobs, dict) else jobs:
                 states[job["state"]] = states.get(job["state"], 0) + 1
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{count} uploads of {ROWS:,} rows: states {states}")
     print(f"RSS before {rss_before:.0f} MB, peak {rss_peak:.0f} MB")
+
+
+def rss_now() -> float:
+    """The process's resident memory now, in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:

@@ -7,11 +7,15 @@ import csv
 import io
 from collections.abc import Sequence
 
+import anyio
+
 from hospital_bulk import (
     BulkProcessor,
+    CallKind,
     HospitalRecord,
     JobSnapshot,
     ProcessorSettings,
+    RateGate,
     RetryPolicy,
 )
 from hospital_bulk.testing import FakeDirectory
@@ -58,3 +62,12 @@ def upstream_copies(fake: FakeDirectory, snapshot: JobSnapshot) -> collections.C
         for batch_id in snapshot.job.creation_batch_ids
         for hospital in fake.batch(batch_id)
     )
+
+
+async def take_when_free(gate: RateGate, kind: CallKind = CallKind.CREATE) -> None:
+    """Take one of ``kind`` through ``gate``, sleeping as long as it says to first."""
+    while True:
+        wait = await gate.take(kind)
+        if wait <= 0:
+            return
+        await anyio.sleep(wait)

@@ -300,6 +300,34 @@ async def test_a_window_opens_at_the_first_request_after_the_last_closed(
     assert expected == outcomes
 
 
+async def test_a_sliding_limiter_counts_the_window_before_each_request(
+    batch_id: UUID,
+) -> None:
+    """``limit_mode="sliding"``: a request is refused while ``count`` were admitted in the
+    ``window`` seconds before it, wherever a fixed window would have turned over; refused
+    requests do not count."""
+    clock = Clock()
+    sliding = FakeDirectory(create_limit=RateLimit(2, 60.0), clock=clock, limit_mode="sliding")
+    fixed = FakeDirectory(create_limit=RateLimit(2, 60.0), clock=clock)
+    outcomes: dict[str, list[str]] = {"sliding": [], "fixed": []}
+
+    for now in [0.0, 50.0, 59.9, 60.0, 61.0, 109.9, 110.0]:
+        clock.now = now
+        outcomes["sliding"].append(await outcome(sliding, batch_id, f"At {now}"))
+        outcomes["fixed"].append(await outcome(fixed, batch_id, f"At {now}"))
+
+    assert {
+        "sliding": ["ok", "ok", "ThrottledError", "ok", "ThrottledError", "ThrottledError", "ok"],
+        "fixed": ["ok", "ok", "ThrottledError", "ok", "ok", "ThrottledError", "ThrottledError"],
+    } == outcomes
+
+
+def test_an_unknown_limit_mode_is_refused() -> None:
+    """Only ``fixed`` and ``sliding`` exist."""
+    with pytest.raises(ValueError, match="limit_mode"):
+        FakeDirectory(limit_mode="leaky")  # type: ignore[arg-type]
+
+
 async def test_each_operation_has_its_own_window_and_ping_none(batch_id: UUID) -> None:
     """``other_limit`` counts listing and deleting apart; ping is never limited."""
     fake = FakeDirectory(other_limit=RateLimit(1, 60.0), clock=Clock())

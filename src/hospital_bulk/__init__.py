@@ -23,11 +23,11 @@ from ._models import (
     ValidationReport,
 )
 from ._pacing import CallKind, LocalRateGate, RateGate
-from ._processor import BulkProcessor, JobSnapshot
+from ._processor import BulkProcessor
 from ._run import Run
 from ._settings import ProcessorSettings, RetryPolicy
 from ._store import JobStore
-from ._summary import JobSummary, RowSummary, reimportable_rows
+from ._summary import JobSnapshot, JobSummary, RowSummary, reimportable_rows
 from .csv import CsvOptions, CsvReader, CsvRow, read_csv, validate_csv
 from .exceptions import (
     DirectoryError,

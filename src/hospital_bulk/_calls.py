@@ -23,8 +23,9 @@ import anyio
 import stamina
 
 from ._client import DirectoryClient
-from ._pacing import CallKind, Pacer, full_jitter
-from ._settings import RetryPolicy
+from ._pacing import CallKind, LocalRateGate, Pacer, RateGate, full_jitter
+from ._settings import ProcessorSettings, RetryPolicy
+from ._store import JobStore
 from .exceptions import (
     DirectoryError,
     DirectoryUnavailableError,
@@ -36,6 +37,17 @@ from .exceptions import (
 
 T = TypeVar("T")
 log = logging.getLogger("hospital_bulk")
+
+
+def rate_gate_for(settings: ProcessorSettings, store: JobStore, given: RateGate | None) -> RateGate:
+    """The gate given, else the store's shared one, else one in this processor."""
+    if given is not None:
+        return given
+    limits = (settings.create_limit, settings.other_limit, settings.unpaced_throttle_pause)
+    shared = store.rate_gate(*limits)
+    if shared is not None:
+        return shared
+    return LocalRateGate(create_limit=limits[0], other_limit=limits[1], unpaced_pause=limits[2])
 
 
 class StopRequestedError(Exception):

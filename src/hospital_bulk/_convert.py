@@ -7,6 +7,7 @@ configuration never changes how we read the upstream or our stores.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -25,9 +26,15 @@ def parse_datetime(value: str | dt.datetime) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+@functools.lru_cache(maxsize=4096)
+def _uuid(text: str) -> UUID:
+    return UUID(text)
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
-    converter.register_structure_hook(UUID, lambda value, _: UUID(str(value)))
+    # Rows of one batch share its id: one UUID object each instead of one per row.
+    converter.register_structure_hook(UUID, lambda value, _: _uuid(str(value)))
     converter.register_unstructure_hook(UUID, str)
     converter.register_structure_hook(dt.datetime, lambda value, _: parse_datetime(value))
     converter.register_unstructure_hook(dt.datetime, lambda value: value.isoformat())

@@ -8,6 +8,8 @@ unanswered marked ``unknown`` so that a resume lists their batch before sending.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import anyio
 import attrs
 
@@ -50,6 +52,32 @@ async def recover(store: JobStore, *, running_here: frozenset[str] | set[str]) -
         await mark_in_flight_unknown(store, job)
         recovered.append(job)
     return recovered
+
+
+async def orphans(store: JobStore, lease_ttl: float, running_here: set[str]) -> list[str]:
+    """The jobs nobody runs that should run, after :func:`recover`: the ``interrupted``
+    ones (a shutdown, a crash or a hard stop left them resumable) and the ``pending``
+    ones unchanged for longer than a lease (accepted by a process that died before
+    starting them; a live one starts or queues a job at once)."""
+    stale = utcnow() - dt.timedelta(seconds=lease_ttl)
+    found: list[str] = []
+    offset = 0
+    while page := await store.list_jobs(limit=_PAGE, offset=offset):
+        offset += len(page)
+        found += [
+            job.id
+            for job in page
+            if job.id not in running_here
+            and (
+                job.state is JobState.INTERRUPTED
+                or (job.state is JobState.PENDING and job.updated_at < stale)
+            )
+        ]
+    return found
+
+
+#: Jobs read at a time when going through every job.
+_PAGE = 500
 
 
 async def mark_in_flight_unknown(store: JobStore, job: Job) -> None:

@@ -114,10 +114,11 @@ class ValidationReport:
 
 @attrs.frozen
 class RateLimit:
-    """At most ``count`` requests per fixed window of ``window`` seconds.
+    """At most ``count`` requests per ``window`` seconds ("30 per 1 minute").
 
-    The window opens at the first request after the previous one closed, as the
-    upstream's limiter does ("30 per 1 minute").
+    The upstream counts them in fixed windows, each opened by the first request after
+    the previous one closed; pacing keeps to the limit in any span of ``window``
+    seconds, which is safe whenever its window opened.
     """
 
     count: int

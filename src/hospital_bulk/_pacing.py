@@ -1,13 +1,20 @@
 """Pacing: how fast the processor may call the upstream, shared by every job.
 
 One concurrency limit and two rate limits — creates, and every other call — each
-a fixed window like the upstream's own limiter. A 429 pauses everyone, because the
-quota it reports is shared; pacing to the known limit means steady state needs
-no 429 at all.
+kept by the sliding rule: never more than N takes in any span of the window (plus a
+margin), so that no limiter of that rate draws a 429 from us in steady state, fixed
+or sliding, whenever its window opened. A 429 pauses everyone, because the quota it
+reports is shared.
+
+The gate that keeps the takes is :class:`LocalRateGate` for one process, or one a
+store shared by several processes offers (``JobStore.rate_gate``: SQLite, Redis),
+kept in wall-clock time, so that the processes on one store pace together and a
+restarted one knows what was sent in the current window.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import random
 from collections.abc import Callable
@@ -24,10 +31,11 @@ class CallKind(enum.Enum):
 
 
 def window_margin(window: float) -> float:
-    """Slack added after each window, so a request sent at the very start of our next
-    window cannot reach the upstream before its own window has closed: it must exceed
-    how much the time from taking a token to arriving upstream varies (measured: up to
-    ~0.1 s on loopback under load; a new TLS connection adds more, hence up to 1 s)."""
+    """Slack added to the window: takes ``count`` apart are at least a window plus this
+    apart, so that the requests still arrive upstream at least a window apart. It must
+    exceed how much the time from taking a token to arriving upstream varies
+    (measured: up to ~0.1 s on loopback under load; a write to a shared store and a new
+    TLS connection add more, hence up to 1 s)."""
     return min(1.0, 0.04 * window)
 
 
@@ -36,51 +44,63 @@ def full_jitter(attempt: int, *, initial: float, maximum: float) -> float:
     return random.uniform(0.0, min(maximum, initial * 2.0**attempt))
 
 
-class FixedWindow:
-    """At most ``limit.count`` takes per window; a window opens at the first take after
-    the previous one closed (plus a margin)."""
+class SlidingLog:
+    """At most ``limit.count`` takes in any span of ``limit.window`` (plus the margin):
+    the next take waits until the ``count``-th previous one is that old.
+
+    Safe against the upstream's limiter whatever it is: a fixed window opened at any
+    moment holds at most ``count`` of our requests, and so does a sliding one. A
+    window of our own, opened by our first take, would be safe only if the upstream's
+    opened at the same moment, which a restart, another process or an idle spell undo.
+    """
+
+    __slots__ = ("_clock", "_span", "_takes", "limit")
 
     def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
         self.limit = limit
         self._clock = clock
-        self._margin = window_margin(limit.window)
-        self._opened_at: float | None = None
-        self._used = 0
-        self._not_before = float("-inf")
+        self._span = limit.window + window_margin(limit.window)
+        self._takes: collections.deque[float] = collections.deque(maxlen=limit.count)
 
     def try_take(self) -> float:
-        """Take one slot and return 0, or return how long to wait before asking again."""
-        now = self._clock()
-        if now < self._not_before:
-            return self._not_before - now
-        if self._opened_at is None or now >= self._closes_at():
-            self._opened_at, self._used = now, 0
-        if self._used < self.limit.count:
-            self._used += 1
-            return 0.0
-        return self._closes_at() - now
+        """Take one and return 0, or return how long to wait before asking again."""
+        now, takes = self._clock(), self._takes
+        if len(takes) == takes.maxlen:
+            wait = takes[0] + self._span - now
+            if wait > 0:
+                return wait
+        takes.append(now)  # the deque drops the oldest
+        return 0.0
 
-    def remaining(self) -> float:
-        """Seconds until the current window closes (0 when none is open)."""
-        if self._opened_at is None:
-            return 0.0
-        return max(0.0, self._closes_at() - self._clock())
 
-    def restart_after(self, moment: float) -> None:
-        """Forget the current window; the next one opens no earlier than ``moment``."""
-        self._opened_at, self._used = None, 0
-        self._not_before = max(self._not_before, moment)
+def sliding_wait(nth_previous: float | None, span: float, now: float) -> float:
+    """The wait :class:`SlidingLog` imposes, from the ``count``-th previous take (``None``
+    when there were fewer): for gates that keep their takes elsewhere."""
+    if nth_previous is None:
+        return 0.0
+    return max(0.0, nth_previous + span - now)
 
-    def _closes_at(self) -> float:
-        assert self._opened_at is not None
-        return self._opened_at + self.limit.window + self._margin
+
+def throttle_delay(
+    limit: RateLimit | None, retry_after: float | None, unpaced_pause: float
+) -> float:
+    """How long a 429 pauses everyone: Retry-After when the upstream gives one; else a
+    whole window of the limit broken, as we cannot know where the upstream's window
+    stands (any window open now closes within one); ``unpaced_pause`` when unpaced."""
+    if retry_after is not None:
+        return retry_after
+    if limit is None or limit.count <= 0:
+        return unpaced_pause
+    return limit.window
 
 
 class RateGate(Protocol):
     """Rate accounting shared by everyone who calls the same upstream.
 
     :class:`LocalRateGate` serves one process; a store shared by several processes
-    can offer one that all of them consult (see ``RedisStore.rate_gate``).
+    can offer one that all of them consult (``SqliteStore.rate_gate``,
+    ``RedisStore.rate_gate``). Every gate keeps the same rules: :class:`SlidingLog`
+    per paced kind, and one pause for all kinds after a 429 (:func:`throttle_delay`).
     """
 
     async def take(self, kind: CallKind) -> float:
@@ -98,7 +118,7 @@ class RateGate(Protocol):
 
 
 class LocalRateGate:
-    """Fixed windows and a shared pause, in this process's memory."""
+    """Sliding logs and a shared pause, in this process's memory."""
 
     def __init__(
         self,
@@ -110,34 +130,25 @@ class LocalRateGate:
     ) -> None:
         self._clock = clock
         self._unpaced_pause = unpaced_pause
-        self._windows = {
-            CallKind.CREATE: _window(create_limit, clock),
-            CallKind.OTHER: _window(other_limit, clock),
+        self._limits = {CallKind.CREATE: create_limit, CallKind.OTHER: other_limit}
+        self._logs = {
+            CallKind.CREATE: _log(create_limit, clock),
+            CallKind.OTHER: _log(other_limit, clock),
         }
-        self._paused_until = 0.0
+        self._paused_until = float("-inf")
 
     async def take(self, kind: CallKind) -> float:
-        wait = await self.paused_for()
-        window = self._windows[kind]
-        if wait <= 0 and window is not None:
-            wait = window.try_take()
-        return wait
+        wait = self._paused_until - self._clock()
+        if wait > 0:
+            return wait
+        log = self._logs[kind]
+        return 0.0 if log is None else log.try_take()
 
     async def throttled(self, kind: CallKind, retry_after: float | None) -> float:
-        """Without Retry-After, wait for our current window to close, or a whole
-        window when none is open: the upstream's window is somewhere in there.
-        Unpaced, we know no window: wait ``unpaced_pause``.
-        """
-        window = self._windows[kind]
-        if retry_after is not None:
-            delay = retry_after
-        elif window is None:
-            delay = self._unpaced_pause
-        else:
-            delay = window.remaining() or window.limit.window
+        """Pause every kind for :func:`throttle_delay`. The takes stay counted: they
+        still hold the next ones back after a short Retry-After."""
+        delay = throttle_delay(self._limits[kind], retry_after, self._unpaced_pause)
         self._paused_until = max(self._paused_until, self._clock() + delay)
-        if window is not None:
-            window.restart_after(self._paused_until)
         return delay
 
     async def paused_for(self) -> float:
@@ -161,7 +172,7 @@ class Pacer:
         """Hold one concurrency slot and one rate token of ``kind`` while calling.
 
         The slot is taken before the token: a token taken while waiting for a slot
-        could be spent in a later window than the one it counted in. Once ``stop``
+        would be counted at a moment long before its request was sent. Once ``stop``
         is set, the wait for a token ends at once without one: the caller must then
         not send (waiting up to a whole window to cancel would be absurd).
         """
@@ -204,7 +215,7 @@ class _Slot:
         self._pacer._slots.release()
 
 
-def _window(limit: RateLimit | None, clock: Callable[[], float]) -> FixedWindow | None:
+def _log(limit: RateLimit | None, clock: Callable[[], float]) -> SlidingLog | None:
     if limit is None or limit.count <= 0:
         return None
-    return FixedWindow(limit, clock)
+    return SlidingLog(limit, clock)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import time
 from collections.abc import AsyncIterator
@@ -12,51 +11,28 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from ._calls import UpstreamCalls
+from ._calls import UpstreamCalls, rate_gate_for
 from ._client import DirectoryClient, HttpDirectoryClient
 from ._events import Event, EventDraft, EventType
+from ._intake import Intake
 from ._jobs import (
     TRANSITIONS,
-    Fingerprint,
     Job,
     JobState,
-    Progress,
-    RowOutcome,
-    creation_batch_ids_for,
-    new_job_id,
     utcnow,
 )
-from ._leases import recover
+from ._leases import orphans, recover
 from ._models import ValidationReport
 from ._owners import new_owner_id
-from ._pacing import CallKind, LocalRateGate, Pacer, RateGate
-from ._run import Run, execute, finish_unrun, wait_in_queue
+from ._pacing import CallKind, Pacer, RateGate
+from ._run import Run, execute, finish_run, interrupt_all, wait_in_queue
 from ._settings import ProcessorSettings
 from ._store import JobStore
-from ._summary import JobSummary
+from ._summary import JobSnapshot, JobSummary
 from ._work import JobWork
-from .csv import CsvOptions, CsvReader, CsvRow, Source
-from .csv._text import sha256_of
-from .exceptions import (
-    DirectoryError,
-    DirectoryMismatchError,
-    IdempotencyKeyReusedError,
-    InvalidCsvError,
-    JobConflictError,
-    StoreError,
-)
+from .csv import CsvOptions, Source
+from .exceptions import DirectoryError, DirectoryMismatchError, JobConflictError
 from .stores.memory import MemoryStore
-
-
-@attrs.frozen
-class JobSnapshot:
-    """A job with every row outcome: what a status view shows."""
-
-    job: Job
-    rows: tuple[RowOutcome, ...]
-
-    def summary(self) -> JobSummary:
-        return JobSummary.of(self.job, self.rows)
 
 
 class BulkProcessor:
@@ -77,8 +53,8 @@ class BulkProcessor:
         directory: str | None = None,
     ) -> None:
         """``rate_gate`` shares rate accounting beyond this processor. By default a
-        store shared by several processes (``RedisStore``) provides one, so they pace
-        together; otherwise it lives in this processor's memory.
+        store shared by several processes (``SqliteStore``, ``RedisStore``) provides
+        one, so they pace together; otherwise it lives in this processor's memory.
 
         ``directory`` names the directory the client reaches (by default an
         ``HttpDirectoryClient``'s base URL): jobs submitted here record it, and a job
@@ -95,6 +71,7 @@ class BulkProcessor:
         self._calls: UpstreamCalls | None = None
         self._slots: anyio.CapacityLimiter | None = None
         self._runs: dict[str, Run] = {}
+        self._intake = Intake(self.store, settings, directory)
         #: Who runs jobs here, in the store's eyes.
         self.owner_id = new_owner_id()
 
@@ -109,8 +86,7 @@ class BulkProcessor:
         :class:`CsvOptions`); an unknown encoding or an unusable delimiter is a
         :class:`ValueError`.
         """
-        report, _, _ = await self._read(source, self.csv_options(encoding, delimiter))
-        return report
+        return await self._intake.validate(source, self.csv_options(encoding, delimiter))
 
     async def submit(
         self,
@@ -132,49 +108,9 @@ class BulkProcessor:
         before fingerprints were kept match any file.
         """
         options = self.csv_options(encoding, delimiter)
-        if idempotency_key is not None:
-            existing = await self.store.find_job(idempotency_key)
-            if existing is not None:
-                # Only hashed, not read as CSV: the earlier job is the answer, or nothing is.
-                sha256 = await anyio.to_thread.run_sync(sha256_of, source)
-                return _reused(existing, idempotency_key, _fingerprint(sha256, options))
-        report, csv_rows, sha256 = await self._read(source, options, keep_rows=True)
-        if not report.valid or not csv_rows:
-            raise InvalidCsvError(report)
-        fingerprint = _fingerprint(sha256, options)
-        job_id = new_job_id()
-        size = self.settings.batch_size
-        creation_batch_ids = creation_batch_ids_for(job_id, len(csv_rows), size)
-        rows = [
-            RowOutcome(row.row, row.line, row.record, creation_batch_ids[index // size])
-            for index, row in enumerate(csv_rows)
-        ]
-        now = utcnow()
-        progress = Progress(total=len(rows))
-        job = Job(
-            id=job_id,
-            state=JobState.PENDING,
-            total_rows=len(rows),
-            creation_batch_ids=creation_batch_ids,
-            created_at=now,
-            updated_at=now,
-            progress=progress,
-            file_name=file_name,
-            idempotency_key=idempotency_key,
-            directory=self.directory,
-            fingerprint=fingerprint,
+        return await self._intake.submit(
+            source, options, file_name=file_name, idempotency_key=idempotency_key
         )
-        accepted = EventDraft(type=EventType.JOB_ACCEPTED, progress=progress, state=job.state)
-        try:
-            await self.store.add_job(job, rows, accepted)
-        except StoreError:
-            # Two uploads with one key raced (stores keep keys unique): the first wins.
-            if idempotency_key is not None:
-                existing = await self.store.find_job(idempotency_key)
-                if existing is not None:
-                    return _reused(existing, idempotency_key, fingerprint)
-            raise
-        return await self.store.get_job(job_id)
 
     def csv_options(self, encoding: str | None = None, delimiter: str | None = None) -> CsvOptions:
         """``settings.csv`` with this ``encoding`` and ``delimiter`` (``None`` keeps its own).
@@ -276,21 +212,11 @@ class BulkProcessor:
         After :meth:`recover`, these are the ``interrupted`` jobs (a shutdown, a crash,
         a hard stop left them resumable) and the ``pending`` jobs unchanged for longer
         than ``lease_ttl`` (accepted by a process that died before starting them). A
-        job another process starts first is passed by. The rule lives here alone.
+        job another process starts first is passed by. The rule: ``_leases.orphans``.
         """
         await self.recover()
-        stale = utcnow() - dt.timedelta(seconds=self.settings.lease_ttl)
-        orphans = [
-            job.id
-            for job in await self._all_jobs()
-            if job.id not in self._runs
-            and (
-                job.state is JobState.INTERRUPTED
-                or (job.state is JobState.PENDING and job.updated_at < stale)
-            )
-        ]
         runs = []
-        for job_id in orphans:
+        for job_id in await orphans(self.store, self.settings.lease_ttl, set(self._runs)):
             try:
                 runs.append(await self.start(job_id, task_group))
             except JobConflictError:
@@ -305,20 +231,7 @@ class BulkProcessor:
         ``unknown``). Every job not complete by then ends ``interrupted``, resumable
         (see :meth:`adopt_orphans`). Runs started meanwhile are stopped too.
         """
-        runs = list(self._runs.values())
-        for run in runs:
-            run.interrupt()
-        with anyio.move_on_after(grace):
-            for run in runs:
-                await run.stopped()
-        while late := [run for run in self._runs.values() if not run.done]:
-            for run in late:
-                run.cancel(now=True)
-                if run not in runs:
-                    runs.append(run)
-            for run in late:
-                await run.stopped()
-        return runs
+        return await interrupt_all(lambda: list(self._runs.values()), grace=grace)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -366,27 +279,6 @@ class BulkProcessor:
             await self.client.aclose()
 
     # -- internals -------------------------------------------------------------------
-
-    async def _all_jobs(self) -> list[Job]:
-        jobs: list[Job] = []
-        while page := await self.store.list_jobs(limit=_PAGE, offset=len(jobs)):
-            jobs.extend(page)
-        return jobs
-
-    async def _read(
-        self, source: Source, options: CsvOptions, *, keep_rows: bool = False
-    ) -> tuple[ValidationReport, list[CsvRow], str]:
-        """The report, the valid rows if kept, and the SHA-256 of the bytes read."""
-
-        def read() -> tuple[ValidationReport, list[CsvRow], str]:
-            reader = CsvReader(source, options)
-            rows: list[CsvRow] = []
-            for chunk in reader:
-                if keep_rows:
-                    rows.extend(chunk)
-            return reader.report, rows, reader.sha256
-
-        return await anyio.to_thread.run_sync(read)
 
     async def _begin(self, job_id: str) -> tuple[Run, Job, float]:
         """Take the job for a run: its handle, the job as running, and the seconds
@@ -449,7 +341,7 @@ class BulkProcessor:
                     run, slots, store=self.store, owner=owner, lease_ttl=lease_ttl
                 )
                 if taken is None:
-                    await finish_unrun(run, summarize)
+                    await finish_run(run, summarize)
                     return
                 job = taken
             try:
@@ -477,7 +369,8 @@ class BulkProcessor:
     def calls(self) -> UpstreamCalls:
         # Built on first use: anyio primitives need a running event loop.
         if self._calls is None:
-            pacer = Pacer(concurrency=self.settings.concurrency, gate=self._rate_gate())
+            gate = rate_gate_for(self.settings, self.store, self._gate)
+            pacer = Pacer(concurrency=self.settings.concurrency, gate=gate)
             self._calls = UpstreamCalls(
                 self.client,
                 pacer,
@@ -486,17 +379,6 @@ class BulkProcessor:
                 self._broadcast_directory,
             )
         return self._calls
-
-    def _rate_gate(self) -> RateGate:
-        """The gate given, else the store's shared one, else one in this processor."""
-        if self._gate is not None:
-            return self._gate
-        settings = self.settings
-        limits = (settings.create_limit, settings.other_limit, settings.unpaced_throttle_pause)
-        shared = self.store.rate_gate(*limits)
-        if shared is not None:
-            return shared
-        return LocalRateGate(create_limit=limits[0], other_limit=limits[1], unpaced_pause=limits[2])
 
     async def _broadcast_throttle(self, delay: float) -> None:
         # A 429 pauses every job of this processor, so every running job says so.
@@ -509,20 +391,5 @@ class BulkProcessor:
             await run.announce_directory(error, delay)
 
 
-def _fingerprint(sha256: str, options: CsvOptions) -> Fingerprint:
-    return Fingerprint(sha256=sha256, encoding=options.encoding, delimiter=options.delimiter)
-
-
-def _reused(existing: Job, key: str, fingerprint: Fingerprint) -> Job:
-    """The job an idempotency key names, if this submission is the same as its own."""
-    # Jobs stored by releases without fingerprints cannot be compared: they match.
-    earlier = existing.fingerprint
-    if earlier is not None and (differences := earlier.differences(fingerprint)):
-        raise IdempotencyKeyReusedError(key, existing.id, differences)
-    return existing
-
-
-#: Jobs read at a time when going through every job.
-_PAGE = 500
 #: Events after which a watcher checks whether the job has settled.
 _SETTLING = frozenset({EventType.JOB_FINISHED, EventType.JOB_STATE_CHANGED})

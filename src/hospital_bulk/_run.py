@@ -132,6 +132,29 @@ class Run:
             work.stop()
 
 
+async def interrupt_all(runs: Callable[[], list[Run]], *, grace: float) -> list[Run]:
+    """Stop every run ``runs()`` lists for a shutdown; returns them once all are over.
+
+    No more creates are sent; those in flight get ``grace`` seconds to finish, then
+    the runs still going stop at once (their unanswered creates marked ``unknown``).
+    Runs started meanwhile are stopped too.
+    """
+    stopping = runs()
+    for run in stopping:
+        run.interrupt()
+    with anyio.move_on_after(grace):
+        for run in stopping:
+            await run.stopped()
+    while late := [run for run in runs() if not run.done]:
+        for run in late:
+            run.cancel(now=True)
+            if run not in stopping:
+                stopping.append(run)
+        for run in late:
+            await run.stopped()
+    return stopping
+
+
 async def wait_in_queue(
     run: Run, slots: anyio.CapacityLimiter, *, store: JobStore, owner: str, lease_ttl: float
 ) -> Job | None:
@@ -180,8 +203,9 @@ async def wait_in_queue(
     return None
 
 
-async def finish_unrun(run: Run, summarize: Callable[[], Awaitable[JobSummary]]) -> None:
-    """The run ended before it started (see :func:`wait_in_queue`): tell its waiters."""
+async def finish_run(run: Run, summarize: Callable[[], Awaitable[JobSummary]]) -> None:
+    """The run is over (or ended before it started: see :func:`wait_in_queue`): its
+    summary from the store, then tell its waiters."""
     with anyio.CancelScope(shield=True):
         try:
             run.summary = await summarize()
@@ -213,12 +237,7 @@ async def execute(
         log.exception("job %s crashed", run.job_id)
         run.error = error
     finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                run.summary = await summarize()
-            except HospitalBulkError as error:
-                run.error = run.error or error
-            run._done.set()
+        await finish_run(run, summarize)
 
 
 async def _carry_out(

@@ -11,6 +11,17 @@ from ._jobs import Job, JobState, RowOutcome, RowState, RowStatus
 
 
 @attrs.frozen
+class JobSnapshot:
+    """A job with every row outcome: what a status view shows."""
+
+    job: Job
+    rows: tuple[RowOutcome, ...]
+
+    def summary(self) -> JobSummary:
+        return JobSummary.of(self.job, self.rows)
+
+
+@attrs.frozen
 class RowSummary:
     row: int
     hospital_id: int | None

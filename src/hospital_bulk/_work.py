@@ -32,9 +32,10 @@ import attrs
 
 from ._calls import StopRequestedError, UpstreamCalls
 from ._events import EventDraft, EventType
-from ._jobs import Job, JobState, Progress, RowOutcome, RowState
+from ._jobs import Job, JobState, RowOutcome, RowState
 from ._models import Hospital
 from ._pacing import CallKind
+from ._rowbook import RowBook
 from ._store import JobStore
 from .exceptions import (
     DirectoryError,
@@ -49,39 +50,9 @@ T = TypeVar("T")
 log = logging.getLogger("hospital_bulk")
 
 
-class _Tally:
-    """Row counters kept incrementally: recounting every row per event would be O(n²)."""
-
-    def __init__(self, rows: Sequence[RowOutcome]) -> None:
-        progress = Progress.count(rows)
-        self.counts = collections.Counter(row.state for row in rows)
-        self.total = progress.total
-        self.created_this_run = 0
-        self.started = time.monotonic()
-
-    def move(self, old: RowState, new: RowState) -> None:
-        self.counts[old] -= 1
-        self.counts[new] += 1
-        if new is RowState.CREATED and old is not RowState.ACTIVATED:
-            self.created_this_run += 1
-
-    def progress(self) -> Progress:
-        counts = self.counts
-        elapsed = time.monotonic() - self.started
-        rate = self.created_this_run / elapsed if elapsed > 0 else 0.0
-        return Progress(
-            total=self.total,
-            created=counts[RowState.CREATED] + counts[RowState.ACTIVATED],
-            activated=counts[RowState.ACTIVATED],
-            failed=counts[RowState.FAILED],
-            unknown=counts[RowState.UNKNOWN],
-            rate=round(rate, 3),
-        )
-
-
-class JobWork:
-    """The work of one run of a job in this process: its rows as they stand, and the
-    steps that create, reconcile and activate them."""
+class JobWork(RowBook):
+    """The work of one run of a job in this process: its rows as they stand
+    (:class:`RowBook`), and the steps that create, reconcile and activate them."""
 
     def __init__(
         self,
@@ -95,16 +66,10 @@ class JobWork:
         """``last_activity``: seconds since the job's previous run last did anything,
         the time the creates it sent have had to land when they carry no send time
         (rows saved by a release before ``sent_at``)."""
-        self.job = job
-        self.rows = {row.row: row for row in rows}
-        self._batches: dict[UUID, list[int]] = collections.defaultdict(list)
-        for row in rows:
-            self._batches[row.creation_batch_id].append(row.row)
+        super().__init__(job, rows, store)
         self.calls = calls
         self.client = calls.client
-        self.store = store
         self.policy = calls.policy
-        self.tally = _Tally(rows)
         self.stop_requested = False
         self._stop = anyio.Event()
         self.lease_lost = False
@@ -182,9 +147,6 @@ class JobWork:
         await self.store.save(self.job.id, (), [draft])
 
     # -- creates ---------------------------------------------------------------------
-
-    def batch_rows(self, creation_batch_id: UUID) -> list[RowOutcome]:
-        return [self.rows[number] for number in self._batches[creation_batch_id]]
 
     def _may_have_landed(self, creation_batch_id: UUID) -> bool:
         return any(row.may_have_landed for row in self.batch_rows(creation_batch_id))
@@ -406,59 +368,6 @@ class JobWork:
         self, kind: CallKind, send: Callable[[], Awaitable[T]], *, idempotent: bool = False
     ) -> T:
         return await self.calls.call(kind, send, idempotent=idempotent, stop=self._stop)
-
-    # -- saving ----------------------------------------------------------------------
-
-    async def _set(
-        self,
-        number: int,
-        state: RowState,
-        event: EventType | None,
-        code: str | None,
-        error: DirectoryError | None,
-        **changes: object,
-    ) -> None:
-        row = attrs.evolve(
-            self.rows[number],
-            state=state,
-            error_code=code,
-            error=error.message if error is not None else None,
-            **changes,  # type: ignore[arg-type]
-        )
-        await self._update(row, event)
-
-    async def _update(self, row: RowOutcome, event: EventType | None = None) -> None:
-        old = self.rows[row.row]
-        self.rows[row.row] = row
-        self.tally.move(old.state, row.state)
-        drafts = []
-        if event is not None:
-            drafts.append(
-                EventDraft(
-                    type=event,
-                    progress=self.tally.progress(),
-                    row=row.row,
-                    hospital_id=row.hospital_id,
-                    creation_batch_id=row.creation_batch_id,
-                    error_code=row.error_code,
-                    error=row.error,
-                )
-            )
-        await self.store.save(self.job.id, [row], drafts)
-
-    async def _update_many(
-        self, rows: Sequence[RowOutcome], *, creation_batch_id: UUID, count: int | None
-    ) -> None:
-        for row in rows:
-            self.tally.move(self.rows[row.row].state, row.state)
-            self.rows[row.row] = row
-        draft = EventDraft(
-            type=EventType.BATCH_ACTIVATED,
-            progress=self.tally.progress(),
-            creation_batch_id=creation_batch_id,
-            count=count,
-        )
-        await self.store.save(self.job.id, rows, [draft])
 
 
 #: The rows a round sends: at first every row not created (failed ones are retried

@@ -417,12 +417,20 @@ def test_the_environment_configures_the_app() -> None:
     )
 
     directory = app.directory
-    assert (5.0, None, RateLimit(50, 60.0), True) == (
+    assert (5.0, None, RateLimit(50, 60.0), "fixed", True) == (
         directory.latency,
         directory.create_limit,
         directory.other_limit,
+        directory.limit_mode,
         app.admin,
     )
+
+
+def test_the_environment_chooses_a_sliding_limiter() -> None:
+    """``HOSPITAL_DIRECTORY_LIMIT_MODE=sliding`` (any case) makes the limits sliding logs."""
+    app = directory_app_from_env({"HOSPITAL_DIRECTORY_LIMIT_MODE": " Sliding "})
+
+    assert "sliding" == app.directory.limit_mode
 
 
 @pytest.mark.parametrize(
@@ -456,6 +464,7 @@ def test_a_malformed_rate_limit_is_refused(text: str) -> None:
         {"HOSPITAL_DIRECTORY_OTHER_LIMIT": "50/"},
         {"HOSPITAL_DIRECTORY_LATENCY": "-1"},
         {"HOSPITAL_DIRECTORY_ADMIN": "maybe"},
+        {"HOSPITAL_DIRECTORY_LIMIT_MODE": "leaky"},
     ],
 )
 def test_a_bad_setting_names_its_variable(env: dict[str, str]) -> None:

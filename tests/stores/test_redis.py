@@ -35,7 +35,7 @@ from hospital_bulk.stores import open_store
 from hospital_bulk.stores.redis import RedisStore
 from hospital_bulk.testing import FakeDirectory
 from hospital_bulk.testing.store_contract import accepted, make_job
-from tests.helpers import UNPACED, csv_bytes, records, upstream_copies
+from tests.helpers import UNPACED, csv_bytes, records, take_when_free, upstream_copies
 
 from .redis_server import ScratchRedisStore, redis_url, scratch_store
 
@@ -403,11 +403,11 @@ async def test_a_processor_runs_a_job_end_to_end(store: RedisStore) -> None:
 # -- global pacing ---------------------------------------------------------------------
 
 
-async def test_gates_on_one_namespace_share_their_windows(
+async def test_gates_on_one_namespace_share_their_takes(
     store: RedisStore, other: RedisStore
 ) -> None:
-    """Takes through one gate count against another's window; the window opens at the
-    first take and closes a window plus the margin later."""
+    """Takes through one gate count against another's; the keys expire once the takes
+    they hold can no longer hold one back. (The store contract checks the rules.)"""
     limit = RateLimit(3, 0.5)
     first = store.rate_gate(limit, None)
     second = other.rate_gate(limit, None)
@@ -419,33 +419,20 @@ async def test_gates_on_one_namespace_share_their_windows(
     assert [0.0, 0.0, 0.0] == takes
     assert 0 < wait <= limit.window + window_margin(limit.window)
     assert 0.0 == await second.take(CallKind.OTHER)  # unpaced
-    assert 0 < await store.client.pttl(f"{store.namespace}:pace:create")
+    key = f"{store.namespace}:pace:takes:create"
+    assert 3 == await store.client.zcard(key)
+    assert 0 < await store.client.pttl(key) <= (limit.window + 2.0) * 1000
 
 
-async def test_a_429_seen_by_one_process_pauses_every_process(
-    store: RedisStore, other: RedisStore
-) -> None:
-    """A 429 through one gate pauses every gate, for Retry-After when given."""
-    first = store.rate_gate(RateLimit(10, 60.0), None, unpaced_pause=0.25)
-    second = other.rate_gate(RateLimit(10, 60.0), None, unpaced_pause=0.25)
+async def test_a_take_after_an_idle_spell_finds_nothing_held(store: RedisStore) -> None:
+    """Takes older than the span are dropped as the next take comes: the set never
+    holds more than the limit's count."""
+    limit = RateLimit(2, 0.05)
+    gate = store.rate_gate(limit, None)
+    for _ in range(5):
+        await take_when_free(gate)
 
-    assert 5.0 == await first.throttled(CallKind.CREATE, 5.0)
-    assert 4.0 < await second.paused_for() <= 5.0
-    assert 4.0 < await second.take(CallKind.OTHER) <= 5.0
-
-
-async def test_a_429_without_retry_after_waits_as_the_local_gate_does(store: RedisStore) -> None:
-    """Without Retry-After: the rest of the open window, a whole window when none is
-    open, ``unpaced_pause`` when unpaced; the window restarts after the pause."""
-    gate = store.rate_gate(RateLimit(10, 60.0), None, unpaced_pause=0.25)
-
-    assert 60.0 == await gate.throttled(CallKind.CREATE, None)
-    assert 0.25 == await gate.throttled(CallKind.OTHER, None)
-    await store.client.delete(f"{store.namespace}:pace:paused", f"{store.namespace}:pace:create")
-    assert 0.0 == await gate.take(CallKind.CREATE)
-    remaining = await gate.throttled(CallKind.CREATE, None)
-    assert 59.0 < remaining <= 60.0 + window_margin(60.0)
-    assert 59.0 < await gate.take(CallKind.CREATE)
+    assert await store.client.zcard(f"{store.namespace}:pace:takes:create") <= 2
 
 
 async def test_two_processes_pace_to_one_shared_limit(store: RedisStore, other: RedisStore) -> None:

@@ -15,12 +15,14 @@ import pytest
 
 from hospital_bulk import (
     BulkProcessor,
+    CallKind,
     EventDraft,
     EventType,
     JobConflictError,
     JobNotFoundError,
     JobState,
     Progress,
+    RateLimit,
     RowState,
     StoreError,
 )
@@ -30,7 +32,7 @@ from hospital_bulk.stores import sqlite as sqlite_module
 from hospital_bulk.stores.sqlite import SqliteStore, path_from_url
 from hospital_bulk.testing import FakeDirectory
 from hospital_bulk.testing.store_contract import accepted, make_job
-from tests.helpers import UNPACED, csv_bytes, records
+from tests.helpers import UNPACED, csv_bytes, records, take_when_free
 
 pytestmark = pytest.mark.anyio
 
@@ -211,6 +213,71 @@ async def test_events_from_two_processes_are_numbered_without_gaps(
     events = await other.read_events(job.id)
     assert list(range(1, 82)) == [event.seq for event in events]
     assert 81 == (await store.get_job(job.id)).last_seq
+
+
+async def test_two_processes_pace_through_one_gate(store: SqliteStore, other: SqliteStore) -> None:
+    """Takes through one store's gate count against another's on the same file, and a
+    429 seen by one pauses the other: the CLI and the service pace together."""
+    limit = RateLimit(4, 30.0)
+    gates = [store.rate_gate(limit, None, 1.0), other.rate_gate(limit, None, 1.0)]
+
+    async with anyio.create_task_group() as group:
+        for index in range(4):
+            group.start_soon(gates[index % 2].take, CallKind.CREATE)
+    waits = [await gate.take(CallKind.CREATE) for gate in gates]
+    await gates[0].throttled(CallKind.OTHER, 5.0)
+
+    assert all(0 < wait <= 30.0 + 1.0 for wait in waits), waits
+    assert 4.0 < await gates[1].take(CallKind.OTHER) <= 5.0
+    assert [(4,)] == query(store_path(store), "SELECT count(*) FROM pace_takes")
+
+
+async def test_a_reopened_file_remembers_the_takes_of_the_window(path: pathlib.Path) -> None:
+    """A process that sent creates and exited leaves them in the file: the next one to
+    open it waits for their window before sending more than the rest of the limit."""
+    limit = RateLimit(3, 30.0)
+    first = await SqliteStore.open(f"sqlite:///{path}")
+    gate = first.rate_gate(limit, None, 1.0)
+    takes = [await gate.take(CallKind.CREATE) for _ in range(2)]
+    await first.aclose()
+
+    second = await SqliteStore.open(f"sqlite:///{path}")
+    try:
+        gate = second.rate_gate(limit, None, 1.0)
+        after = [await gate.take(CallKind.CREATE) for _ in range(2)]
+    finally:
+        await second.aclose()
+
+    assert [0.0, 0.0] == takes
+    assert 0.0 == after[0]
+    assert 0 < after[1] <= 30.0 + 1.0
+
+
+async def test_takes_older_than_a_window_are_forgotten(store: SqliteStore) -> None:
+    """The file keeps only the takes that can still hold the next one back."""
+    gate = store.rate_gate(RateLimit(2, 0.05), None, 1.0)
+    for _ in range(5):
+        await take_when_free(gate)
+
+    assert query(store_path(store), "SELECT count(*) FROM pace_takes")[0][0] <= 2
+
+
+async def test_takes_dated_in_the_future_count_as_taken_now(
+    store: SqliteStore, path: pathlib.Path
+) -> None:
+    """After the wall clock is set back, takes it dated "in the future" hold the next
+    ones back for one window from now, not for as long as the clock jumped."""
+    gate = store.rate_gate(RateLimit(1, 30.0), None, 1.0)
+    await store.ping()  # the file exists, migrated
+    query(path, "INSERT INTO pace_takes (kind, seq, at) VALUES ('create', 1, 4e9)")
+
+    wait = await gate.take(CallKind.CREATE)
+
+    assert 29.0 < wait <= 30.0 + 1.0
+
+
+def store_path(store: SqliteStore) -> pathlib.Path:
+    return pathlib.Path(store.path)
 
 
 async def test_waiting_reader_sees_an_event_saved_by_another_process(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,11 +62,31 @@ class ApiError(HTTPException):
         self.code = code
 
 
+def store_failed_during_job(
+    job_id: str, state: JobState, root: str, error: StoreError
+) -> JSONResponse:
+    """The store failed after the job was made: name the job and say what to do, so
+    that nobody uploads the file again (no Retry-After: retrying this is the mistake)."""
+    path = quote(job_id, safe="")
+    detail = (
+        f"the job store failed while job {job_id} ran ({error}); the job exists, so do not"
+        f" upload the file again: once the store answers, follow {root}/bulk/status/{path}"
+        f" (an interrupted job resumes with POST {root}/hospitals/bulk/{path}/resume, or"
+        " by itself when the service restarts)"
+    )
+    body = ErrorOut(detail=detail, code="store_failed_during_job", state=state, batch_id=job_id)
+    return error_response(500, body)
+
+
 def error_response(
     status_code: int, body: ErrorOut, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    # `state` belongs to conflicts only; every other field is always there, null or not.
-    content = body.model_dump(mode="json", exclude={"state"} if body.state is None else None)
+    # `state` and `batch_id` belong to conflicts and failures during a job; every other
+    # field is always there, null or not.
+    unset = {"state"} if body.state is None else set()
+    if body.batch_id is None:
+        unset.add("batch_id")
+    content = body.model_dump(mode="json", exclude=unset or None)
     return JSONResponse(content, status_code, headers=headers)
 
 
@@ -250,6 +271,21 @@ _DOCS: dict[int, tuple[str, Any, dict[str, Any]]] = {
         "The Hospital Directory failed even after retries",
         ErrorOut,
         {"detail": "the Hospital Directory failed: 503", "code": "upstream_error"},
+    ),
+    500: (
+        "The job store failed while the job ran: the answer names the job, which exists."
+        " Do not upload the file again; follow the job once the store answers",
+        ErrorOut,
+        {
+            "detail": "the job store failed while job 9a18aec6-5000-4e85-be17-ecc7911babc9"
+            " ran (database is locked); the job exists, so do not upload the file again:"
+            " once the store answers, follow /bulk/status/9a18aec6-5000-4e85-be17-ecc7911babc9"
+            " (an interrupted job resumes with POST /hospitals/bulk/9a18aec6-5000-4e85-be17"
+            "-ecc7911babc9/resume, or by itself when the service restarts)",
+            "code": "store_failed_during_job",
+            "state": "running",
+            "batch_id": "9a18aec6-5000-4e85-be17-ecc7911babc9",
+        },
     ),
     503: (
         "The job store is unavailable, or the service is starting or stopping",

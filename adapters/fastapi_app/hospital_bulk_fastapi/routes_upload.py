@@ -17,10 +17,10 @@ from fastapi import APIRouter, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator
 
-from hospital_bulk import CsvOptions, Job, JobConflictError, JobState, Run
+from hospital_bulk import CsvOptions, Job, JobConflictError, JobState, Run, StoreError
 
 from .deps import AcceptingJobs, Preferences, Service, ServiceDep, parse_prefer
-from .errors import responses
+from .errors import responses, store_failed_during_job
 from .limits import read_upload
 from .schemas import AcceptedOut, JobSummaryOut, ProgressOut, ValidationOut
 
@@ -105,7 +105,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     summary="Upload a CSV file: create every hospital, activate the batch",
     response_model=JobSummaryOut,
     response_description="The job has settled: what happened to each row",
-    responses={**_ACCEPTED, **responses(400, 413, 422, 503, invalid_csv=True, upload=True)},
+    responses={**_ACCEPTED, **responses(400, 413, 422, 500, 503, invalid_csv=True, upload=True)},
     dependencies=[AcceptingJobs],
 )
 async def upload(
@@ -172,7 +172,7 @@ async def validate(
     summary="Retry the rows that failed and activate what is left",
     response_model=JobSummaryOut,
     response_description="The job has settled again: what happened to each row",
-    responses={**_ACCEPTED, **responses(404, 409, 503)},
+    responses={**_ACCEPTED, **responses(404, 409, 500, 503)},
     dependencies=[AcceptingJobs],
 )
 async def resume(
@@ -202,18 +202,23 @@ async def _answer(
     preferences = parse_prefer(prefer)
     respond_async = preferences.respond_async if mode is None else mode == "async"
     headers = _applied(preferences, respond_async)
-    if run is not None and not respond_async:
-        # A conflict means another process or request moved the job: report its state.
-        with (
-            anyio.move_on_after(preferences.timeout(service.settings.sync_timeout)),
-            suppress(JobConflictError),
-        ):
-            await run.wait()
-    snapshot = await service.processor.get(job.id)
+    root = request.scope.get("root_path", "").rstrip("/")
+    try:
+        if run is not None and not respond_async:
+            # A conflict means another process or request moved the job: report its state.
+            with (
+                anyio.move_on_after(preferences.timeout(service.settings.sync_timeout)),
+                suppress(JobConflictError),
+            ):
+                await run.wait()
+        snapshot = await service.processor.get(job.id)
+    except StoreError as error:
+        summary = run.summary if run is not None else None
+        state = summary.state if summary is not None else job.state
+        return store_failed_during_job(job.id, state, root, error)
     if snapshot.job.state.is_settled and not respond_async and (run is None or run.done):
         body = JobSummaryOut.model_validate(snapshot.summary()).model_dump(mode="json")
         return JSONResponse(body, headers=headers)
-    root = request.scope.get("root_path", "").rstrip("/")
     job_path = quote(job.id, safe="")
     accepted = AcceptedOut(
         batch_id=job.id,

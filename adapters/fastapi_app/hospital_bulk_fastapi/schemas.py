@@ -183,7 +183,14 @@ class ErrorOut(_Model):
     detail: str
     code: str
     errors: list[FindingOut] = []
-    state: JobState | None = Field(default=None, description="The job's state, on a conflict")
+    state: JobState | None = Field(
+        default=None, description="The job's state, on a conflict or a failure during a job"
+    )
+    batch_id: str | None = Field(
+        default=None,
+        description="The job a failure during a job concerns: it exists, so uploading the"
+        " file again would create its hospitals twice",
+    )
 
 
 class InvalidCsvOut(ErrorOut):

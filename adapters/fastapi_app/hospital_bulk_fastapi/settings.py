@@ -21,6 +21,7 @@ from hospital_bulk import (
     DirectoryClient,
     DirectoryTimeouts,
     HttpDirectoryClient,
+    LocalRateGate,
     ProcessorSettings,
     RateLimit,
     RetryPolicy,
@@ -157,7 +158,15 @@ async def open_processor(
     stack.push_async_callback(client.aclose)
     store = await open_store(settings.store)
     stack.push_async_callback(store.aclose)
+    engine = processor or settings.processor_settings()
+    # An embedded directory is this process's alone, its limits too: pacing shared
+    # through the store with other processes (and their directories) would only slow it.
+    gate = None
+    if settings.embedded:
+        gate = LocalRateGate(
+            create_limit=engine.create_limit,
+            other_limit=engine.other_limit,
+            unpaced_pause=engine.unpaced_throttle_pause,
+        )
     directory = EMBEDDED if settings.embedded else None  # None: the client's base URL
-    return BulkProcessor(
-        client, store, processor or settings.processor_settings(), directory=directory
-    )
+    return BulkProcessor(client, store, engine, rate_gate=gate, directory=directory)

@@ -31,7 +31,15 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hospital_bulk import UPSTREAM_LIMITS, RateLimit
-from hospital_bulk.testing import OPERATIONS, Chaos, FakeDirectory, Fault, Operation
+from hospital_bulk.testing import (
+    LIMIT_MODES,
+    OPERATIONS,
+    Chaos,
+    FakeDirectory,
+    Fault,
+    LimitMode,
+    Operation,
+)
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -40,6 +48,7 @@ __all__ = [
     "ENV_CHAOS_SEED",
     "ENV_CREATE_LIMIT",
     "ENV_LATENCY",
+    "ENV_LIMIT_MODE",
     "ENV_OTHER_LIMIT",
     "DirectoryApp",
     "create_directory_app",
@@ -54,6 +63,7 @@ ENV_LATENCY = "HOSPITAL_DIRECTORY_LATENCY"
 ENV_CREATE_LIMIT = "HOSPITAL_DIRECTORY_CREATE_LIMIT"
 ENV_OTHER_LIMIT = "HOSPITAL_DIRECTORY_OTHER_LIMIT"
 ENV_ADMIN = "HOSPITAL_DIRECTORY_ADMIN"
+ENV_LIMIT_MODE = "HOSPITAL_DIRECTORY_LIMIT_MODE"
 ENV_CHAOS = "HOSPITAL_DIRECTORY_CHAOS"
 ENV_CHAOS_SEED = "HOSPITAL_DIRECTORY_CHAOS_SEED"
 
@@ -99,14 +109,17 @@ def create_directory_app(
     latency: float = 0.0,
     create_limit: RateLimit | None = _CREATE_LIMIT,
     other_limit: RateLimit | None = _OTHER_LIMIT,
+    limit_mode: LimitMode = "fixed",
     admin: bool = True,
 ) -> DirectoryApp:
     """A stand-in Hospital Directory serving ``directory`` (a new one if ``None``).
 
     ``latency`` (seconds per create; ``5`` is the real one), ``create_limit`` and
-    ``other_limit`` (per client IP; ``None`` is unlimited) configure the directory
-    made here; to serve your own directory, configure it instead. ``admin`` adds
-    the endpoints under ``/_standin/``:
+    ``other_limit`` (per client IP; ``None`` is unlimited) and ``limit_mode``
+    (``"fixed"`` windows as the upstream keeps them, or ``"sliding"``: see
+    :class:`~hospital_bulk.testing.FakeDirectory`) configure the directory made here;
+    to serve your own directory, configure it instead. ``admin`` adds the endpoints
+    under ``/_standin/``:
 
     - ``POST /_standin/faults`` with ``{"fault": "fail_after_storing",
       "operation": "create", "times": 1, "name": null}`` (all but ``fault``
@@ -144,9 +157,17 @@ def create_directory_app(
     """
     if directory is None:
         directory = FakeDirectory(
-            latency=latency, create_limit=create_limit, other_limit=other_limit
+            latency=latency,
+            create_limit=create_limit,
+            other_limit=other_limit,
+            limit_mode=limit_mode,
         )
-    elif (latency, create_limit, other_limit) != (0.0, _CREATE_LIMIT, _OTHER_LIMIT):
+    elif (latency, create_limit, other_limit, limit_mode) != (
+        0.0,
+        _CREATE_LIMIT,
+        _OTHER_LIMIT,
+        "fixed",
+    ):
         # Silently ignoring them, or silently changing the directory, would both surprise.
         raise ValueError("configure the FakeDirectory you pass: latency and limits are its own")
     return DirectoryApp(directory, admin=admin)
@@ -176,8 +197,9 @@ def directory_app_from_env(environ: Mapping[str, str] = os.environ) -> Directory
     ``HOSPITAL_DIRECTORY_LATENCY`` (seconds per create, default 0),
     ``HOSPITAL_DIRECTORY_CREATE_LIMIT`` (default ``30/60``),
     ``HOSPITAL_DIRECTORY_OTHER_LIMIT`` (default ``50/60``; limits as
-    :func:`parse_rate_limit` reads them) and ``HOSPITAL_DIRECTORY_ADMIN``
-    (``0`` hides the admin endpoints; default ``1``).
+    :func:`parse_rate_limit` reads them), ``HOSPITAL_DIRECTORY_LIMIT_MODE``
+    (``fixed``, the default and the upstream's, or ``sliding``) and
+    ``HOSPITAL_DIRECTORY_ADMIN`` (``0`` hides the admin endpoints; default ``1``).
     """
     latency_text = environ.get(ENV_LATENCY, "0")
     try:
@@ -189,10 +211,14 @@ def directory_app_from_env(environ: Mapping[str, str] = os.environ) -> Directory
     admin_text = environ.get(ENV_ADMIN, "1").strip().lower()
     if admin_text not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ValueError(f"{ENV_ADMIN} must be 1 or 0, not {admin_text!r}")
+    mode = environ.get(ENV_LIMIT_MODE, "fixed").strip().lower()
+    if mode not in LIMIT_MODES:
+        raise ValueError(f"{ENV_LIMIT_MODE} must be one of {', '.join(LIMIT_MODES)}, not {mode!r}")
     app = create_directory_app(
         latency=latency,
         create_limit=_env_limit(environ, ENV_CREATE_LIMIT, _CREATE_LIMIT),
         other_limit=_env_limit(environ, ENV_OTHER_LIMIT, _OTHER_LIMIT),
+        limit_mode=mode,
         admin=admin_text in ("1", "true", "yes", "on"),
     )
     chaos = _env_chaos(environ)

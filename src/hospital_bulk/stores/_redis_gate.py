@@ -5,14 +5,15 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from hospital_bulk._models import RateLimit
-from hospital_bulk._pacing import CallKind, window_margin
+from hospital_bulk._pacing import CallKind, throttle_delay, window_margin
 
 from ._redis_scripts import store_errors
 
-# The rules are LocalRateGate's and FixedWindow's, line for line; the clock is Redis's
-# TIME so that every process agrees on it. A window is a hash (opened, used,
-# not_before) and the shared pause one key (paused_until), each expiring once it no
-# longer matters: a missing key behaves exactly like a closed window or no pause.
+# The rules are SlidingLog's and LocalRateGate's; the clock is Redis's TIME so that
+# every process agrees on it. The takes of a kind are a sorted set (member unique per
+# take, score its time) keeping only those within a span, and the shared pause one key
+# (paused_until); each expires once it no longer matters: a missing key behaves
+# exactly like no recent take or no pause.
 _CLOCK = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
@@ -20,7 +21,7 @@ local function keep_for(moment) return math.ceil((moment - now) * 1000) + 1000 e
 local function stamp(moment) return string.format('%.6f', moment) end
 """
 
-#: KEYS: window, pause. ARGV: count (0: unpaced), window, margin.
+#: KEYS: takes, pause, sequence. ARGV: count (0: unpaced), span (window + margin).
 #: Returns 0 when a request may go, or the seconds to wait before asking again.
 _TAKE = (
     _CLOCK
@@ -29,45 +30,33 @@ local paused = tonumber(redis.call('GET', KEYS[2]))
 if paused and paused > now then return tostring(paused - now) end
 local count = tonumber(ARGV[1])
 if count <= 0 then return '0' end
-local span = tonumber(ARGV[2]) + tonumber(ARGV[3])
-local window = redis.call('HMGET', KEYS[1], 'opened', 'used', 'not_before')
-local opened, used, not_before = tonumber(window[1]), tonumber(window[2]) or 0, tonumber(window[3])
-if not_before and now < not_before then return tostring(not_before - now) end
-if not opened or now >= opened + span then opened, used = now, 0 end
-if used >= count then return tostring(opened + span - now) end
-redis.call('HSET', KEYS[1], 'opened', stamp(opened), 'used', used + 1)
-redis.call('PEXPIRE', KEYS[1], keep_for(opened + span))
+local span = tonumber(ARGV[2])
+-- Takes a span old hold nothing back: forgotten.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', stamp(now - span))
+if redis.call('ZCARD', KEYS[1]) >= count then
+    local nth = redis.call('ZREVRANGE', KEYS[1], count - 1, count - 1, 'WITHSCORES')
+    local wait = tonumber(nth[2]) + span - now
+    if wait > 0 then return tostring(wait) end
+end
+-- A member of its own per take, even for two in one microsecond.
+local seq = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[1], stamp(now), stamp(now) .. '/' .. seq)
+-- Only the last count can hold a take back.
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -count - 1)
+redis.call('PEXPIRE', KEYS[1], keep_for(now + span))
+redis.call('PEXPIRE', KEYS[3], keep_for(now + span))
 return '0'
 """
 )
 
-#: KEYS: window, pause. ARGV: count (0: unpaced), window, margin, Retry-After ('' if
-#: none), the pause when unpaced. Returns the pause in seconds.
+#: KEYS: pause. ARGV: the pause in seconds. Returns it.
 _THROTTLED = (
     _CLOCK
     + """
-local count, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local delay
-if ARGV[4] ~= '' then
-    delay = tonumber(ARGV[4])
-elseif count <= 0 then
-    delay = tonumber(ARGV[5])
-else
-    local opened = tonumber(redis.call('HGET', KEYS[1], 'opened'))
-    local remaining = 0
-    if opened then remaining = math.max(0, opened + window + tonumber(ARGV[3]) - now) end
-    if remaining > 0 then delay = remaining else delay = window end
-end
-local paused = math.max(tonumber(redis.call('GET', KEYS[2])) or now, now + delay)
-redis.call('SET', KEYS[2], stamp(paused), 'PX', keep_for(paused))
-if count > 0 then
-    local not_before = tonumber(redis.call('HGET', KEYS[1], 'not_before')) or paused
-    not_before = math.max(not_before, paused)
-    redis.call('HDEL', KEYS[1], 'opened', 'used')
-    redis.call('HSET', KEYS[1], 'not_before', stamp(not_before))
-    redis.call('PEXPIRE', KEYS[1], keep_for(not_before))
-end
-return tostring(delay)
+local delay = tonumber(ARGV[1])
+local paused = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now + delay)
+redis.call('SET', KEYS[1], stamp(paused), 'PX', keep_for(paused))
+return ARGV[1]
 """
 )
 
@@ -83,12 +72,12 @@ return '0'
 
 
 class RedisRateGate:
-    """Fixed windows and a shared pause kept in Redis: every process that uses the
-    same Redis and namespace paces against the same windows.
+    """Sliding logs and a shared pause kept in Redis: every process that uses the same
+    Redis and namespace paces against the same takes.
 
-    The same rules as :class:`~hospital_bulk.LocalRateGate`: a window opens at the first
-    take after the previous one closed (plus :func:`window_margin`); a 429 pauses
-    everyone and restarts the window after the pause.
+    The same rules as :class:`~hospital_bulk.LocalRateGate`: never more than ``count``
+    takes in any span of the window plus :func:`window_margin`; a 429 pauses everyone
+    for Retry-After, or a window.
     """
 
     def __init__(
@@ -103,34 +92,35 @@ class RedisRateGate:
         self._limits = {CallKind.CREATE: create_limit, CallKind.OTHER: other_limit}
         self._unpaced_pause = unpaced_pause
         self._pause_key = f"{namespace}:pace:paused"
-        self._window_keys = {kind: f"{namespace}:pace:{kind.value}" for kind in CallKind}
+        # Not the fixed windows' old keys (hashes): a sorted set under one of those
+        # names would fail with WRONGTYPE until the hash expired.
+        self._take_keys = {
+            kind: [f"{namespace}:pace:takes:{kind.value}", self._pause_key, f"{namespace}:pace:seq"]
+            for kind in CallKind
+        }
+        self._take_args = {kind: _take_args(limit) for kind, limit in self._limits.items()}
         self._take = client.register_script(_TAKE)
         self._throttled = client.register_script(_THROTTLED)
         self._paused_for = client.register_script(_PAUSED_FOR)
 
     async def take(self, kind: CallKind) -> float:
         with store_errors():
-            wait = await self._take(
-                keys=[self._window_keys[kind], self._pause_key], args=self._window_args(kind)
-            )
+            wait = await self._take(keys=self._take_keys[kind], args=self._take_args[kind])
         return float(wait)
 
     async def throttled(self, kind: CallKind, retry_after: float | None) -> float:
-        args = [*self._window_args(kind), "" if retry_after is None else retry_after]
+        delay = throttle_delay(self._limits[kind], retry_after, self._unpaced_pause)
         with store_errors():
-            delay = await self._throttled(
-                keys=[self._window_keys[kind], self._pause_key],
-                args=[*args, self._unpaced_pause],
-            )
-        return float(delay)
+            await self._throttled(keys=[self._pause_key], args=[delay])
+        return delay
 
     async def paused_for(self) -> float:
         with store_errors():
             wait = await self._paused_for(keys=[self._pause_key])
         return float(wait)
 
-    def _window_args(self, kind: CallKind) -> list[float | int]:
-        limit = self._limits[kind]
-        if limit is None or limit.count <= 0:
-            return [0, 0.0, 0.0]
-        return [limit.count, limit.window, window_margin(limit.window)]
+
+def _take_args(limit: RateLimit | None) -> list[float | int]:
+    if limit is None or limit.count <= 0:
+        return [0, 0.0]
+    return [limit.count, limit.window + window_margin(limit.window)]

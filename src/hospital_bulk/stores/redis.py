@@ -8,7 +8,8 @@ Keys, under a namespace (``hospital-bulk`` by default)::
     {ns}:idempotency:{key}     string: the job submitted with that key
     {ns}:jobs                  sorted set: job ids by creation time
     {ns}:active                set: ids of running and activating jobs
-    {ns}:pace:create|other     hash: the shared rate windows (RedisRateGate)
+    {ns}:pace:takes:{kind}     sorted set: recent takes of creates|other (RedisRateGate)
+    {ns}:pace:seq              string: numbers the takes, so each is a member of its own
     {ns}:pace:paused           string: until when a 429 pauses everyone
 
 A job's own keys expire ``retention`` seconds after it finishes or is deleted (and

@@ -9,6 +9,10 @@ writer, and with ``synchronous=NORMAL`` a commit costs a write to the log, not a
 fsync: a process crash loses nothing committed; a power cut may lose the last
 transactions but never corrupts the file.
 
+The processes on one file pace together, too: the file keeps the recent takes of
+the shared rate gate (:class:`SqliteRateGate`), so a process started after another
+exited knows what that one sent in the current window.
+
 Writes that arrive while another is in flight are committed together, in one
 transaction and one trip to the worker thread, each under its own savepoint so
 that one failing leaves the others intact. That is what keeps ``save()`` — called
@@ -35,6 +39,7 @@ from hospital_bulk._jobs import Job, JobState, Progress, RowOutcome
 from hospital_bulk._models import RateLimit
 
 from . import _sqlite_schema as schema
+from ._sqlite_gate import SqliteRateGate
 from ._sqlite_schema import PURGEABLE_STATES, READ_LIMIT
 from ._sqlite_worker import Worker
 
@@ -44,6 +49,7 @@ __all__ = [
     "POLL_INTERVAL",
     "PURGEABLE_STATES",
     "READ_LIMIT",
+    "SqliteRateGate",
     "SqliteStore",
     "path_from_url",
 ]
@@ -207,10 +213,19 @@ class SqliteStore:
             self._forget_waiter(job_id)
 
     def rate_gate(
-        self, create_limit: RateLimit | None, other_limit: RateLimit | None, unpaced_pause: float
-    ) -> None:
-        """This store is one process's: each processor paces in its own memory."""
-        return
+        self,
+        create_limit: RateLimit | None,
+        other_limit: RateLimit | None,
+        unpaced_pause: float = 1.0,
+    ) -> SqliteRateGate:
+        """Pacing shared with every process on this file, remembered across restarts;
+        a ``BulkProcessor`` on this store takes it by itself."""
+        return SqliteRateGate(
+            self._worker,
+            create_limit=create_limit,
+            other_limit=other_limit,
+            unpaced_pause=unpaced_pause,
+        )
 
     async def ping(self) -> None:
         await self._worker.read(schema.ping)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from ._core import CHAOS_OPERATIONS, OPERATIONS, Chaos, DirectoryStats, Fault, Operation
 from ._fake import FakeDirectory
+from ._rules import LIMIT_MODES, LimitMode
 
 __all__ = [
     "CHAOS_OPERATIONS",
+    "LIMIT_MODES",
     "OPERATIONS",
     "Chaos",
     "DirectoryStats",
     "FakeDirectory",
     "Fault",
+    "LimitMode",
     "Operation",
 ]

@@ -25,13 +25,17 @@ import attrs
 from hospital_bulk._models import UPSTREAM_LIMITS, Hospital, RateLimit
 
 from ._rules import (
+    LIMIT_MODES,
     Answer,
+    LimitMode,
     Lost,
     NotSent,
+    SlidingWindow,
     Window,
     hospital_fields,
     parse_batch_id,
     parse_hospital_id,
+    rate_window,
     throttled,
 )
 
@@ -300,12 +304,16 @@ class DirectoryCore:
         other_limit: RateLimit | None = None,
         capacity: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        limit_mode: LimitMode = "fixed",
     ) -> None:
+        if limit_mode not in LIMIT_MODES:
+            raise ValueError(f"limit_mode must be one of {LIMIT_MODES}, not {limit_mode!r}")
         self.latency = latency
         self.batch_cap = batch_cap
         self.create_limit = create_limit
         self.other_limit = other_limit
         self.capacity = capacity
+        self.limit_mode: LimitMode = limit_mode
         self.stats = DirectoryStats()
         self._clock = clock
         self._store: dict[int, Hospital] = {}  # in creation order, so the oldest comes first
@@ -313,7 +321,8 @@ class DirectoryCore:
         self._next_id = 1
         self._rules: list[_Rule] = []
         self._down_until = float("-inf")  # an outage: every call answers 503 until then
-        self._windows: dict[tuple[str, str], Window] = {}  # (client, operation) -> window
+        # (client, operation) -> window
+        self._windows: dict[tuple[str, str], Window | SlidingWindow] = {}
         # Bumped by reset(): a create in flight across it is lost, as in a restart.
         self._generation = 0
 
@@ -421,7 +430,9 @@ class DirectoryCore:
         gate = _Gate(fault, hold=rule.seconds if rule is not None else 0.0)
         limit = self._limit(operation)
         if limit is not None:
-            window = self._windows.setdefault((client, operation), Window(limit))
+            window = self._windows.get((client, operation))
+            if window is None:
+                window = self._windows[client, operation] = rate_window(limit, self.limit_mode)
             if not window.admit(self._clock()):
                 raise self._throttled(operation) if gate.instead is None else gate.instead
         return gate

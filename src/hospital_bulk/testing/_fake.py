@@ -3,8 +3,9 @@
 :class:`FakeDirectory` is an in-memory directory with the upstream's semantics
 (``UPSTREAM.md``): the batch cap checked before the slow part of a create, one
 all-or-nothing activation per batch, 404 for empty batches, fixed-window rate
-limits, ids counted from 1, the oldest hospitals dropped past capacity. It fails
-on cue with :meth:`FakeDirectory.inject`. One core serves two faces:
+limits (or sliding ones, to test pacing against any limiter), ids counted from 1,
+the oldest hospitals dropped past capacity. It fails on cue with
+:meth:`FakeDirectory.inject`. One core serves two faces:
 
 - the :class:`~hospital_bulk.DirectoryClient` methods, to hand it to the engine;
 - :meth:`FakeDirectory.http_handler`, the same directory answering over HTTP with
@@ -33,9 +34,17 @@ from hospital_bulk.exceptions import (
 )
 
 from ._core import ONE_CLIENT, OPERATIONS, DirectoryCore, DirectoryStats, Fault, Operation
-from ._rules import UNPARSABLE, Answer, Lost, NotSent
+from ._rules import LIMIT_MODES, UNPARSABLE, Answer, LimitMode, Lost, NotSent
 
-__all__ = ["OPERATIONS", "DirectoryStats", "FakeDirectory", "Fault", "Operation"]
+__all__ = [
+    "LIMIT_MODES",
+    "OPERATIONS",
+    "DirectoryStats",
+    "FakeDirectory",
+    "Fault",
+    "LimitMode",
+    "Operation",
+]
 
 T = TypeVar("T")
 
@@ -50,7 +59,11 @@ class FakeDirectory(DirectoryCore):
     applies to creates, ``other_limit`` to every other operation but ``ping``, each
     operation in its own window (slowapi counts per route); ``None`` is unlimited.
     ``capacity`` is how many hospitals are kept (the oldest go first); ``clock``
-    drives the rate-limit windows.
+    drives the rate-limit windows. ``limit_mode`` is how the limits count: ``"fixed"``
+    windows, each opened by the first request after the last one closed, as the
+    upstream keeps them; or ``"sliding"``, refusing a request when ``count`` were
+    admitted in the ``window`` seconds before it — not the upstream's, but strict at
+    every moment, for testing that pacing survives a limiter of any phase.
 
     Use it directly as a :class:`~hospital_bulk.DirectoryClient`, or over HTTP::
 

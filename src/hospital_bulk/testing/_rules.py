@@ -3,8 +3,9 @@ answers by which the fake directory refuses a call.
 
 - :class:`Answer`, :class:`NotSent` and :class:`Lost`: how the core stops a call,
   whether a check here, a missing hospital or an injected fault stopped it;
-- :class:`Window`: one fixed rate-limit window, and :func:`throttled`, the 429
-  worded as slowapi words it;
+- :class:`Window` (one fixed rate-limit window, as the upstream keeps it) and
+  :class:`SlidingWindow` (a sliding log, for testing pacing against any phase), and
+  :func:`throttled`, the 429 worded as slowapi words it;
 - :func:`parse_batch_id`, :func:`parse_hospital_id` and :func:`hospital_fields`:
   path parameters and bodies validated, and refused with the 422 bodies FastAPI
   and pydantic send.
@@ -16,9 +17,10 @@ to the letter sits here, in one place.
 
 from __future__ import annotations
 
+import collections
 import math
 import re
-from typing import Any
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 import attrs
@@ -56,6 +58,38 @@ class Window:
             self.opened, self.used = now, 0
         self.used += 1
         return self.used <= self.limit.count
+
+
+@attrs.define
+class SlidingWindow:
+    """A sliding log: a request is admitted while fewer than ``count`` were admitted in
+    the ``window`` seconds before it (``limits``' moving window). Refused requests do
+    not count. The upstream's limiter is a fixed window; this one is stricter at every
+    moment, so pacing that never draws a 429 from it never draws one from any phase of
+    a fixed window either."""
+
+    limit: RateLimit
+    admitted: collections.deque[float] = attrs.field(factory=collections.deque)
+
+    def admit(self, now: float) -> bool:
+        admitted = self.admitted
+        while admitted and admitted[0] <= now - self.limit.window:
+            admitted.popleft()
+        if len(admitted) >= self.limit.count:
+            return False
+        admitted.append(now)
+        return True
+
+
+#: How the fake's rate limiter counts: ``fixed`` as the upstream does, ``sliding``
+#: for tests that pacing survives any limiter.
+LimitMode = Literal["fixed", "sliding"]
+LIMIT_MODES: tuple[LimitMode, ...] = get_args(LimitMode)
+
+
+def rate_window(limit: RateLimit, mode: LimitMode) -> Window | SlidingWindow:
+    """A new, empty window of ``mode``."""
+    return SlidingWindow(limit) if mode == "sliding" else Window(limit)
 
 
 def throttled(operation: str, limit: RateLimit | None) -> Answer:

@@ -120,6 +120,44 @@ async def test_a_job_killed_midway_is_interrupted_and_its_resume_creates_each_ro
     assert 200 == stats["calls"]["create"]
 
 
+async def test_a_crash_with_creates_in_flight_longer_than_any_settle_then_an_immediate_resume(
+    tmp_path: Path,
+) -> None:
+    """The stand-in takes 8 s per create (longer than the 5 s settle window of old, which
+    duplicated every row here); the service is killed with all 20 creates in flight
+    and resumed at once. The resume waits until each create can no longer land (its
+    horizon: the 10 s timeout + 2 s, from its own send, read back from the store), then
+    lists the batch: each row exactly once upstream, all active, no create sent twice."""
+    rows = records(20, prefix="Inflight")
+    store = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    env = {
+        **service_env("http://unset", store, take_over=False, directory_timeout=10),
+        "HOSPITAL_BULK_LANDING_MARGIN": "2",
+    }
+    with UvicornServer(DIRECTORY_APP, env=directory_env(latency=8.0)) as directory:
+        env["HOSPITAL_API_BASE"] = directory.url
+        with UvicornServer(SERVICE_APP, env=env) as service:
+            async with (
+                standin_client(directory.url) as upstream,
+                httpx.AsyncClient(base_url=service.url, timeout=90) as api,
+            ):
+                batch_id = await upload_async(api, rows)
+                with anyio.fail_after(10):
+                    while (await standin_stats(upstream))["creates_in_flight"] < 20:  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+                service.kill()
+                await anyio.to_thread.run_sync(service.start)
+                resumed = await api.post(f"/hospitals/bulk/{batch_id}/resume")
+                held = await hospitals_upstream(upstream)
+                stats = await standin_stats(upstream)
+
+    assert 200 == resumed.status_code, resumed.text
+    assert ("completed", 20) == (resumed.json()["state"], resumed.json()["processed_hospitals"])
+    assert once_each(rows) == dict(copies_by_row(held, [batch_id]))
+    assert all(h["active"] for h in held)
+    assert 20 == stats["calls"]["create"]
+
+
 # -- 2. Two processes on one Redis -----------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from contextlib import aclosing
+from typing import Any
 
 import anyio
 import attrs
@@ -301,3 +302,59 @@ async def test_jobs_of_a_restarted_service_stay_readable(
         ]
     async with serve(create_app(settings, processor=BulkProcessor(fake, store, UNPACED))) as two:
         assert "completed" == (await settled(two, batch_id))["state"]
+
+
+class FailsMidway(MemoryStore):
+    """Fails every save once ``failing`` is set, as a disk that fills up mid-job."""
+
+    failing = False
+
+    async def save(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing:
+            raise StoreError("database or disk is full")
+        return await super().save(*args, **kwargs)
+
+
+async def test_a_store_failure_mid_upload_names_the_job_and_invites_no_duplicate(
+    settings: ServiceSettings,
+) -> None:
+    """The store fails after some hospitals were created: the answer names the job and
+    its state, with no Retry-After. Doing what it says (follow the status, resume once
+    the store is back), or retrying with the same Idempotency-Key, creates each row once."""
+    fake = FakeDirectory(latency=0.01)
+    store = FailsMidway()
+    rows = records(40)
+    processor = BulkProcessor(fake, store, attrs.evolve(UNPACED, concurrency=2))
+    app = create_app(settings, processor=processor)
+    file = upload(csv_bytes(rows))
+    headers = {"Idempotency-Key": "upload-1"}
+
+    async def fail_after_some() -> None:
+        while len(fake.hospitals) < 10:  # noqa: ASYNC110 (the fake has no event for it)
+            await anyio.sleep(0.001)
+        store.failing = True
+
+    async with serve(app) as client:
+        async with anyio.create_task_group() as group:
+            group.start_soon(fail_after_some)
+            answer = await client.post(
+                "/hospitals/bulk", files=upload(csv_bytes(rows)), headers=headers
+            )
+        body = answer.json()
+        store.failing = False
+        again = await client.post("/hospitals/bulk", files=file, headers=headers)
+        status = (await client.get(f"/bulk/status/{body['batch_id']}")).json()
+        if status["state"] != "completed":
+            resumed = await client.post(f"/hospitals/bulk/{body['batch_id']}/resume")
+            assert 200 == resumed.status_code, resumed.text
+        final = await settled(client, body["batch_id"])
+
+    assert (500, "store_failed_during_job") == (answer.status_code, body["code"])
+    assert "Retry-After" not in answer.headers
+    assert body["state"] in ("running", "interrupted", "queued")
+    assert body["batch_id"] in body["detail"]
+    assert "do not upload the file again" in body["detail"]
+    assert body["batch_id"] == again.json()["batch_id"]
+    assert "completed" == final["state"]
+    assert 40 == len(fake.hospitals)
+    assert 40 == len({hospital.record().key() for hospital in fake.hospitals})
