@@ -199,7 +199,9 @@ def directory_app_from_env(environ: Mapping[str, str] = os.environ) -> Directory
     ``HOSPITAL_DIRECTORY_OTHER_LIMIT`` (default ``50/60``; limits as
     :func:`parse_rate_limit` reads them), ``HOSPITAL_DIRECTORY_LIMIT_MODE``
     (``fixed``, the default and the upstream's, or ``sliding``) and
-    ``HOSPITAL_DIRECTORY_ADMIN`` (``0`` hides the admin endpoints; default ``1``).
+    ``HOSPITAL_DIRECTORY_ADMIN`` (``0`` hides the admin endpoints; default ``1``);
+    ``HOSPITAL_DIRECTORY_CHAOS`` starts a chaos mode (:meth:`Chaos.parse`'s spelling;
+    none by default) seeded by ``HOSPITAL_DIRECTORY_CHAOS_SEED`` (default 0).
     """
     latency_text = environ.get(ENV_LATENCY, "0")
     try:
