@@ -516,7 +516,7 @@ def report(
     rows = sum(len(job.rows) for job in run.jobs)
 
     def line(label: str, value: object) -> None:
-        print(f"{label + ':':<31}{value}")
+        print(f"{label + ':':<31} {value}" if len(label) >= 30 else f"{label + ':':<31}{value}")
 
     print()
     print(f"chaos run, seed {args.seed}: {args.minutes:g} min of chaos and kills")
