@@ -245,7 +245,7 @@ class TextLines:
                 good = bytes(exc.object[: exc.start]).decode(codec, "replace")
                 # Only the lines before the bad one are handed on: the bad one is cut.
                 lines = self._lines(held_cr + good, final=False)
-                self.failure = DecodeFailure(
+                failure = DecodeFailure(
                     offset=fed - pending + exc.start,
                     line=self._emitted + 1,
                     bad_bytes=bytes(exc.object[exc.start : exc.end]),
@@ -253,14 +253,17 @@ class TextLines:
                     before=self._carry[-_SAMPLE:],
                     after=self._line_rest(bytes(exc.object[exc.start :])),
                 )
+                # Known only once the whole lines before it are read, as when they came
+                # in chunks of their own: a fault of theirs is theirs, not the cut's.
                 if lines:
                     yield lines
+                self.failure = failure
                 return
             except UnicodeError as exc:
                 # Not a bad byte but a stateful codec refusing the stream (none we know of
                 # after the BOM families above): report it where this chunk began.
                 lines = self._lines(held_cr, final=False)
-                self.failure = DecodeFailure(
+                failure = DecodeFailure(
                     offset=fed - pending,
                     line=self._emitted + 1,
                     bad_bytes=b"",
@@ -268,6 +271,7 @@ class TextLines:
                 )
                 if lines:
                     yield lines
+                self.failure = failure
                 return
             fed += len(data)
             # A character cut by the chunk boundary is checked whole.

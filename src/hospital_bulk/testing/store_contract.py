@@ -54,7 +54,7 @@ from hospital_bulk import (
     StoreError,
 )
 
-__all__ = ["StoreContract", "accepted", "make_job"]
+__all__ = ["SharedRateGateContract", "StoreContract", "accepted", "make_job"]
 
 # Rows per upstream batch, as the engine makes them by default.
 _BATCH_SIZE = 20
@@ -383,7 +383,13 @@ class StoreContract:
         assert (4, final) == (done.last_seq, done.progress)
         assert (4, final) == (stored.last_seq, stored.progress)
 
-    # -- the shared rate gate, for stores that offer one ------------------------------
+
+class SharedRateGateContract:
+    """What a store whose ``rate_gate`` is shared by every process on it must do (a
+    store of one process alone returns ``None`` there, and does not run this); subclass
+    it beside :class:`StoreContract`."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.anyio]
 
     async def test_a_shared_gate_allows_n_takes_in_any_window(self, store: JobStore) -> None:
         """N takes go, through any gate of the store; the next waits, at most a window
@@ -443,6 +449,5 @@ async def _take_when_free(gate: RateGate) -> None:
 
 def _shared_gate(store: JobStore, limit: RateLimit, unpaced_pause: float = 1.0) -> RateGate:
     gate = store.rate_gate(limit, None, unpaced_pause)
-    if gate is None:
-        pytest.skip("this store offers no shared rate gate")
+    assert gate is not None, "this store offers no shared rate gate"
     return gate
