@@ -12,7 +12,8 @@ import pytest
 
 from hospital_bulk import JobStore, MemoryStore
 from hospital_bulk.stores.sqlite import SqliteStore
-from hospital_bulk.testing.store_contract import SharedRateGateContract, StoreContract
+from hospital_bulk.testing.rate_gate_contract import SharedRateGateContract
+from hospital_bulk.testing.store_contract import StoreContract
 
 
 class TestMemoryStore(StoreContract):
