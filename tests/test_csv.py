@@ -750,3 +750,20 @@ def test_duplicates_past_max_findings_are_counted() -> None:
         report.warning_count,
         report.valid,
     )
+
+
+def test_a_bad_line_before_an_undecodable_byte_is_reported_whatever_the_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by Hypothesis: a malformed first line followed by a byte ASCII cannot
+    decode was reported when the file came in small chunks, and swallowed when the bad
+    byte was in the same chunk (the cut at the bad byte took the blame)."""
+    from hospital_bulk.csv import _text
+
+    data, options = b'"" \n\xff', CsvOptions(encoding="ascii")
+    whole, _ = read_csv(data, options)
+    monkeypatch.setattr(_text, "CHUNK_BYTES", 1)
+    chunked, _ = read_csv(data, options)
+
+    assert ["malformed_csv", "encoding"] == [finding.code for finding in whole.errors]
+    assert whole == chunked

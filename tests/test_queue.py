@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import attrs
 import pytest
 
-from hospital_bulk import BulkProcessor, JobState, Run
+from hospital_bulk import BulkProcessor, Job, JobState, MemoryStore, Run
 from hospital_bulk.testing import FakeDirectory
 from tests.helpers import UNPACED, csv_bytes, records
 
@@ -91,3 +93,50 @@ async def test_interrupting_runs_leaves_a_queued_job_interrupted_not_cancelled()
 
     assert JobState.INTERRUPTED == (await bulk.get_job(second.id)).state
     assert JobState.COMPLETED == (await bulk.run(second.id)).state
+
+
+async def test_a_queued_run_cancelled_from_outside_is_done() -> None:
+    """Its task group torn down while it waits: whoever waits for the run hears of it."""
+    fake = FakeDirectory(latency=0.2)
+    bulk = BulkProcessor(fake, settings=attrs.evolve(UNPACED, max_jobs=1))
+    first, second = [await bulk.submit(csv_bytes(records(5, prefix=p))) for p in "AB"]
+
+    async with anyio.create_task_group() as group:
+        await bulk.start(first.id, group)
+        queued = await bulk.start(second.id, group)
+        await anyio.sleep(0.05)
+        group.cancel_scope.cancel()
+
+    with anyio.fail_after(5):
+        await queued.stopped()
+    assert JobState.INTERRUPTED == (await bulk.get_job(second.id)).state
+
+
+class SlowToQueue(MemoryStore):
+    """Takes its time to record a job as queued."""
+
+    async def transition(self, job_id: str, state: JobState, *args: Any, **kwargs: Any) -> Job:
+        if state is JobState.QUEUED:
+            await anyio.sleep(0.3)
+        return await super().transition(job_id, state, *args, **kwargs)
+
+
+async def test_a_later_start_does_not_overtake_a_job_being_queued() -> None:
+    """A slot frees while job 2 is being recorded as queued: job 3, started then, waits
+    behind it."""
+    fake = FakeDirectory(latency=0.05)
+    bulk = BulkProcessor(fake, SlowToQueue(), settings=attrs.evolve(UNPACED, max_jobs=1))
+    one, two, three = [await bulk.submit(csv_bytes(records(2, prefix=p))) for p in "ABC"]
+
+    async with anyio.create_task_group() as group:
+        first = await bulk.start(one.id, group)
+        group.start_soon(bulk.start, two.id, group)
+        await first.stopped()
+        await anyio.sleep(0.05)
+        await bulk.start(three.id, group)
+
+    started_two = (await bulk.get_job(two.id)).started_at
+    started_three = (await bulk.get_job(three.id)).started_at
+    assert started_two is not None
+    assert started_three is not None
+    assert started_two < started_three

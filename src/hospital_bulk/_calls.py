@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
+import attrs
 import stamina
 
 from ._client import DirectoryClient
@@ -77,10 +78,25 @@ class Outage:
         self.over = anyio.Event()
         self.probing = anyio.Lock()
         self.probes = 0
+        #: Set (then replaced) whenever a probe ends: the waiters look again.
+        self.turn = anyio.Event()
+
+    def pass_turn(self) -> None:
+        ended, self.turn = self.turn, anyio.Event()
+        ended.set()
 
     @property
     def active(self) -> bool:
         return self.error is not None
+
+
+@attrs.define
+class _Waits:
+    """One call's account of its outages, across its attempts: when it gives up
+    waiting, and how many sends the outage refused that it made again for free."""
+
+    deadline: float | None = None
+    free_resends: int = 0
 
 
 class UpstreamCalls:
@@ -125,12 +141,13 @@ class UpstreamCalls:
         call waits for it (see the module's docstring), and one refused then is sent
         again once it answers without using up an attempt.
         """
+        waits = _Waits()
         retry_on: tuple[type[DirectoryError], ...] = (NotSentError, ThrottledError)
         if idempotent:
             retry_on = (*retry_on, MaybeLandedError)
         try:
             # Most calls succeed at once: only a failure pays for setting up retries.
-            return await self._send_once(kind, send, stop)
+            return await self._send_once(kind, send, stop, waits)
         except retry_on as error:
             if isinstance(error, UnreadableAnswerError):
                 raise
@@ -149,7 +166,7 @@ class UpstreamCalls:
             on=backoff, attempts=max(1, self.policy.attempts - 1), timeout=self.policy.timeout
         ):
             with retry:
-                return await self._send_once(kind, send, stop)
+                return await self._send_once(kind, send, stop, waits)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _backoff(self, attempt: int) -> float:
@@ -157,21 +174,37 @@ class UpstreamCalls:
         return full_jitter(attempt, initial=policy.backoff_initial, maximum=policy.backoff_max)
 
     async def _send_once(
-        self, kind: CallKind, send: Callable[[], Awaitable[T]], stop: anyio.Event | None
+        self,
+        kind: CallKind,
+        send: Callable[[], Awaitable[T]],
+        stop: anyio.Event | None,
+        waits: _Waits,
     ) -> T:
-        stop = stop if kind is CallKind.CREATE else None
+        # Only a create gives up its turn at the pacer when its run stops; any call
+        # stops waiting for an unavailable directory.
+        pace_stop = stop if kind is CallKind.CREATE else None
         while True:
             if self.outage.active:
-                await self._wait_for_directory(stop)
+                if waits.deadline is None:
+                    waits.deadline = anyio.current_time() + self.policy.outage_deadline
+                await self._wait_for_directory(stop, waits.deadline)
             try:
-                result = await self._paced(kind, send, stop)
+                result = await self._paced(kind, send, pace_stop)
             except DirectoryError as error:
                 if not is_outage(error):
                     self.outage.failures = 0
                     raise
                 await self._failed(error)
-                if self.outage.active and isinstance(error, NotSentError):
-                    continue  # surely not sent: again once the directory answers, free
+                if (
+                    self.outage.active
+                    and isinstance(error, NotSentError)
+                    and waits.free_resends < self.policy.attempts
+                ):
+                    # Surely not sent: again once the directory answers, without using
+                    # an attempt (a few times: a directory that answers pings but
+                    # refuses this call must not be hammered).
+                    waits.free_resends += 1
+                    continue
                 raise
             self.outage.failures = 0
             return result
@@ -184,28 +217,37 @@ class UpstreamCalls:
         outage.error, outage.over, outage.probes = error, anyio.Event(), 0
         delay = self._probe_delay(0)
         log.warning("directory unavailable (%s); next try in %.1f s", describe(error), delay)
+        await self._announce(error, delay)
+
+    async def _announce(self, error: DirectoryError | None, delay: float) -> None:
+        """Tell every run, whatever becomes of the call that noticed: shielded, so that
+        a cancelled caller cannot leave some runs thinking the directory is away."""
         if self._on_outage is not None:
-            await self._on_outage(error, delay)
+            with anyio.CancelScope(shield=True):
+                await self._on_outage(error, delay)
 
     def _probe_delay(self, probes: int) -> float:
         return min(self.policy.probe_max, self.policy.backoff_initial * 2.0**probes)
 
-    async def _wait_for_directory(self, stop: anyio.Event | None) -> None:
+    async def _wait_for_directory(self, stop: anyio.Event | None, deadline: float) -> None:
         """Return once the directory answers; raise :class:`DirectoryUnavailableError`
-        after ``outage_deadline`` seconds, or :class:`StopRequestedError` once ``stop``
-        is set."""
+        at ``deadline`` (event-loop time), or :class:`StopRequestedError` once ``stop``
+        is set. One waiter at a time probes; when it leaves without an answer (its run
+        stopped, its deadline came), the next one takes over."""
         outage = self.outage
-        with anyio.move_on_after(self.policy.outage_deadline):
+        with anyio.move_on_at(deadline):
             while outage.active:
                 if stop is not None and stop.is_set():
                     raise StopRequestedError
                 if outage.probing.locked():
-                    await _first(outage.over, stop)
+                    await _first(outage.turn, stop)
                     continue
                 async with outage.probing:
-                    if not outage.active:
-                        return
-                    await self._probe(stop)
+                    try:
+                        if outage.active:
+                            await self._probe(stop)
+                    finally:
+                        outage.pass_turn()
             return
         error = outage.error
         raise DirectoryUnavailableError(
@@ -229,15 +271,13 @@ class UpstreamCalls:
                 log.warning(
                     "directory still unavailable (%s); next try in %.1f s", describe(error), delay
                 )
-                if self._on_outage is not None:
-                    await self._on_outage(error, delay)
+                await self._announce(error, delay)
                 return
         # Any answer, even a refusal, says the directory is there.
         outage.error, outage.failures = None, 0
         outage.over.set()
         log.info("directory available again")
-        if self._on_outage is not None:
-            await self._on_outage(None, 0.0)
+        await self._announce(None, 0.0)
 
     async def _paced(
         self, kind: CallKind, send: Callable[[], Awaitable[T]], stop: anyio.Event | None

@@ -27,7 +27,7 @@ from ._owners import new_owner_id
 from ._pacing import CallKind, Pacer, RateGate
 from ._run import Run, execute, finish_run, interrupt_all, wait_in_queue
 from ._settings import ProcessorSettings
-from ._store import JobStore
+from ._store import JobStore, follow
 from ._summary import JobSnapshot, JobSummary
 from ._work import JobWork
 from .csv import CsvOptions, Source
@@ -70,6 +70,7 @@ class BulkProcessor:
         self._gate = rate_gate
         self._calls: UpstreamCalls | None = None
         self._slots: anyio.CapacityLimiter | None = None
+        self._queued = 0  # runs started queued that wait for a job slot
         self._runs: dict[str, Run] = {}
         self._intake = Intake(self.store, settings, directory)
         #: Who runs jobs here, in the store's eyes.
@@ -255,18 +256,8 @@ class BulkProcessor:
         last event seen is that one. Reads go to the store, so a slow watcher never
         slows the run.
         """
-        wait = 0.0  # a settled job with nothing new ends at once
-        while True:
-            events = await self.store.read_events(job_id, after, wait=wait)
-            for event in events:
-                yield event
-                after = event.seq
-            wait = self.settings.watch_poll
-            if events and events[-1].type not in _SETTLING:
-                continue  # the job still runs: no need to look at it
-            job = await self.store.get_job(job_id)
-            if job.state.is_settled and after >= job.last_seq:
-                return
+        async for event in follow(self.store, job_id, after, poll=self.settings.watch_poll):
+            yield event
 
     async def ping(self) -> None:
         """Raise :class:`StoreError` unless the store answers."""
@@ -295,12 +286,17 @@ class BulkProcessor:
                 raise JobConflictError(job_id, before.state, "start it: it is running")
             if before.state not in TRANSITIONS[JobState.RUNNING]:
                 raise JobConflictError(job_id, before.state, "run it: nothing is left to do")
-            # A free job slot is taken now; without one the job waits its turn, queued.
-            try:
-                self._job_slots.acquire_on_behalf_of_nowait(run)
-                state = JobState.RUNNING
-            except anyio.WouldBlock:
-                state = JobState.QUEUED
+            # A free job slot is taken now, unless jobs queued earlier wait for one;
+            # otherwise the job waits its turn, queued.
+            state = JobState.QUEUED
+            if not self._queued:
+                try:
+                    self._job_slots.acquire_on_behalf_of_nowait(run)
+                    state = JobState.RUNNING
+                except anyio.WouldBlock:
+                    pass
+            if state is JobState.QUEUED:
+                self._queued += 1
             try:
                 job = await self.store.transition(
                     job_id, state, owner=self.owner_id, lease=self.settings.lease_ttl
@@ -308,6 +304,8 @@ class BulkProcessor:
             except BaseException:
                 if state is JobState.RUNNING:
                     self._job_slots.release_on_behalf_of(run)
+                else:
+                    self._queued -= 1
                 raise
         except BaseException as error:
             del self._runs[job_id]
@@ -337,9 +335,15 @@ class BulkProcessor:
         slots = self._job_slots
         try:
             if job.state is JobState.QUEUED:
-                taken = await wait_in_queue(
-                    run, slots, store=self.store, owner=owner, lease_ttl=lease_ttl
-                )
+                try:
+                    taken = await wait_in_queue(
+                        run, slots, store=self.store, owner=owner, lease_ttl=lease_ttl
+                    )
+                except BaseException:
+                    await finish_run(run, summarize)  # whoever waits for it hears
+                    raise
+                finally:
+                    self._queued -= 1
                 if taken is None:
                     await finish_run(run, summarize)
                     return
@@ -386,10 +390,9 @@ class BulkProcessor:
             await run.announce_throttle(round(delay, 3))
 
     async def _broadcast_directory(self, error: DirectoryError | None, delay: float) -> None:
-        # Every job of this processor calls the same directory: all of them wait.
+        # Every job of this processor calls the same directory: all of them wait. A
+        # notice overtaken by a newer one (the outage ended, or began again) is stale.
+        if (error is not None) != self.calls.outage.active:
+            return
         for run in list(self._runs.values()):
             await run.announce_directory(error, delay)
-
-
-#: Events after which a watcher checks whether the job has settled.
-_SETTLING = frozenset({EventType.JOB_FINISHED, EventType.JOB_STATE_CHANGED})

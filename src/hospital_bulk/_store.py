@@ -7,10 +7,10 @@ and several processes can share one store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from ._events import Event, EventDraft
+from ._events import Event, EventDraft, EventType
 from ._jobs import Job, JobState, Progress, RowOutcome
 from ._models import RateLimit
 from ._pacing import RateGate
@@ -88,3 +88,27 @@ class JobStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def follow(
+    store: JobStore, job_id: str, after: int = 0, *, poll: float
+) -> AsyncIterator[Event]:
+    """The job's events after ``after``, stored then live, until it has settled and every
+    event is handed out (see :meth:`BulkProcessor.watch <hospital_bulk.BulkProcessor.watch>`);
+    a quiet job is looked at every ``poll`` seconds."""
+    wait = 0.0  # a settled job with nothing new ends at once
+    while True:
+        events = await store.read_events(job_id, after, wait=wait)
+        for event in events:
+            yield event
+            after = event.seq
+        wait = poll
+        if events and events[-1].type not in _SETTLING:
+            continue  # the job still runs: no need to look at it
+        job = await store.get_job(job_id)
+        if job.state.is_settled and after >= job.last_seq:
+            return
+
+
+#: Events after which a watcher checks whether the job has settled.
+_SETTLING = frozenset({EventType.JOB_FINISHED, EventType.JOB_STATE_CHANGED})

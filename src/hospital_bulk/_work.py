@@ -228,7 +228,7 @@ class JobWork(RowBook):
         except DirectoryUnavailableError:
             self.give_up()
             return False
-        except DirectoryError:
+        except (DirectoryError, StopRequestedError):
             return False
         return True
 
@@ -320,6 +320,8 @@ class JobWork(RowBook):
                         functools.partial(self.client.delete_hospital, hospital.id),
                         idempotent=True,
                     )
+        except StopRequestedError:
+            return  # stopped while the directory was away: the copy, if any, stays inactive
         except DirectoryError as error:
             # Every row is in: the job is complete. The copy, if any, stays inactive.
             log.warning(
@@ -333,6 +335,8 @@ class JobWork(RowBook):
 
     async def _activate_batch(self, creation_batch_id: UUID) -> None:
         for _ in range(self.policy.reconcile_rounds + 1):
+            if self.stop_requested:
+                return  # a stopped run begins no activation; the next run does it
             rows = self.batch_rows(creation_batch_id)
             if any(row.state not in (RowState.CREATED, RowState.ACTIVATED) for row in rows):
                 return  # never activate a batch with a row missing: it could never be fixed

@@ -12,6 +12,7 @@ import pytest
 
 from hospital_bulk import JobStore, MemoryStore
 from hospital_bulk.stores.sqlite import SqliteStore
+from hospital_bulk.testing.rate_gate_contract import SharedRateGateContract
 from hospital_bulk.testing.store_contract import StoreContract
 
 
@@ -27,8 +28,12 @@ class TestMemoryStore(StoreContract):
         finally:
             await store.aclose()
 
+    async def test_it_offers_no_shared_rate_gate(self, store: JobStore) -> None:
+        """One process's memory: each processor paces in its own."""
+        assert store.rate_gate(None, None, 1.0) is None
 
-class TestSqliteStore(StoreContract):
+
+class TestSqliteStore(StoreContract, SharedRateGateContract):
     """The contract on SqliteStore, a new file for every test."""
 
     @pytest.fixture(name="store")
@@ -41,7 +46,7 @@ class TestSqliteStore(StoreContract):
             await store.aclose()
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, SharedRateGateContract):
     """The contract on RedisStore; skipped without a Redis, failed if one is required."""
 
     @pytest.fixture(name="store")

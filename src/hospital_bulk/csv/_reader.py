@@ -21,22 +21,14 @@ from collections.abc import Iterator
 from itertools import chain
 
 import attrs
-from attrs.validators import ge, instance_of, optional
 
 from hospital_bulk._models import Finding, FindingCode, HospitalRecord, Severity, ValidationReport
 
 from ._duplicates import NO_KEY, DuplicateFinder, duplicate_key
 from ._header import Layout, header_layout, headerless_layout, is_header
+from ._options import CsvOptions
 from ._rows import FindingLog, check_row
-from ._text import (
-    DEFAULT_ENCODING,
-    DecodeFailure,
-    Source,
-    TextLines,
-    delimiter_char,
-    encoding_name,
-    sniff_delimiter,
-)
+from ._text import Source, TextLines, decode_failure_message, sniff_delimiter
 
 __all__ = ["CsvOptions", "CsvReader", "CsvRow", "read_csv", "validate_csv"]
 
@@ -47,35 +39,6 @@ __all__ = ["CsvOptions", "CsvReader", "CsvRow", "read_csv", "validate_csv"]
 _PHONE_SHAPE = bytes.maketrans(b"0123456789+-(). ", b"1111111111000000")
 
 _Row = tuple[int, int, str, str, str | None]
-
-
-def _delimiter(value: str | None) -> str | None:
-    return None if value is None else delimiter_char(value)
-
-
-@attrs.frozen
-class CsvOptions:
-    """How to read one file, and its limits.
-
-    ``encoding`` is ``utf-8`` by default, which also reads a file whose byte order mark
-    says UTF-8 or UTF-16; any other name Python knows (``cp1252``, ``latin-1``) reads the
-    file in that encoding. It is kept as Python names it (``latin-1`` becomes
-    ``iso8859-1``); an unknown name is a :class:`ValueError`. ``delimiter`` is one
-    character (``tab`` names a tab); ``None`` picks ``,``, ``;`` or tab from the first
-    line.
-
-    ``max_rows`` data rows are allowed (``None``: any number); the first row over it is
-    a ``too_many_rows`` error and ends the read. At most ``max_findings`` errors and as
-    many warnings are kept in full; the counts cover all. ``chunk_size`` valid rows go
-    into each list a :class:`CsvReader` yields.
-    """
-
-    max_rows: int | None = attrs.field(default=None, validator=optional([instance_of(int), ge(1)]))
-    max_field_length: int = attrs.field(default=500, validator=[instance_of(int), ge(1)])
-    max_findings: int = attrs.field(default=1000, validator=[instance_of(int), ge(0)])
-    chunk_size: int = attrs.field(default=1000, validator=[instance_of(int), ge(1)])
-    encoding: str = attrs.field(default=DEFAULT_ENCODING, converter=encoding_name)
-    delimiter: str | None = attrs.field(default=None, converter=_delimiter)
 
 
 @attrs.frozen
@@ -323,7 +286,7 @@ class _Scan:
             # The row the bad byte is in: the rows before it were read whole. Unknown
             # while the first line (a header or a row?) is undecided.
             row = rows + 1 if self._seen_row else None
-            message = _decode_failure_message(failure, text.encoding, self._options.encoding)
+            message = decode_failure_message(failure, text.encoding, self._options.encoding)
             value = failure.bad_bytes.hex(" ")
             log.add(Finding(FindingCode.ENCODING, message, row=row, line=failure.line, value=value))
         elif not self._seen_row:
@@ -357,43 +320,6 @@ class _Scan:
             delimiter=self._delimiter,
             encoding=text.encoding,
         )
-
-
-_SAVE_AS_UTF8 = "Save the file as UTF-8 (in Excel: 'CSV UTF-8')"
-
-
-def _decode_failure_message(failure: DecodeFailure, encoding: str, asked: str) -> str:
-    """What went wrong, and what to do: for a file that is not UTF-8, the encoding that
-    reads it (Excel on Windows saves "CSV" in cp1252), with its line read that way.
-
-    ``encoding`` is the one read, ``asked`` the one the options named (the default may
-    have read UTF-16 by its BOM).
-    """
-    where = f"byte {failure.offset:,} (line {failure.line})"
-    stopped = f"{where} cannot be decoded ({failure.reason}); reading stopped there."
-    if asked != DEFAULT_ENCODING:
-        return (
-            f"the file is not valid {asked}: {stopped} Check that {asked} is the file's"
-            " encoding, or save the file as UTF-8 (in Excel: 'CSV UTF-8')"
-        )
-    if encoding == "utf-16":
-        return f"the file is not valid UTF-16: {stopped} {_SAVE_AS_UTF8}"
-    guess = "cp1252"
-    try:
-        after = failure.after.decode(guess)
-    except UnicodeDecodeError:
-        # Bytes cp1252 leaves undefined: latin-1 reads any byte.
-        guess, after = "latin-1", failure.after.decode("latin-1")
-    shown = (failure.before + after).strip()
-    reads = f" (line {failure.line} then reads {_cut(shown)!r})" if shown else ""
-    return (
-        f"the file is not valid UTF-8: {stopped} {_SAVE_AS_UTF8}, or pass encoding={guess}"
-        f" if that is how it was saved{reads}"
-    )
-
-
-def _cut(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _drain(first: list[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:

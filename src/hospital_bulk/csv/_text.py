@@ -245,7 +245,7 @@ class TextLines:
                 good = bytes(exc.object[: exc.start]).decode(codec, "replace")
                 # Only the lines before the bad one are handed on: the bad one is cut.
                 lines = self._lines(held_cr + good, final=False)
-                self.failure = DecodeFailure(
+                failure = DecodeFailure(
                     offset=fed - pending + exc.start,
                     line=self._emitted + 1,
                     bad_bytes=bytes(exc.object[exc.start : exc.end]),
@@ -253,14 +253,17 @@ class TextLines:
                     before=self._carry[-_SAMPLE:],
                     after=self._line_rest(bytes(exc.object[exc.start :])),
                 )
+                # Known only once the whole lines before it are read, as when they came
+                # in chunks of their own: a fault of theirs is theirs, not the cut's.
                 if lines:
                     yield lines
+                self.failure = failure
                 return
             except UnicodeError as exc:
                 # Not a bad byte but a stateful codec refusing the stream (none we know of
                 # after the BOM families above): report it where this chunk began.
                 lines = self._lines(held_cr, final=False)
-                self.failure = DecodeFailure(
+                failure = DecodeFailure(
                     offset=fed - pending,
                     line=self._emitted + 1,
                     bad_bytes=b"",
@@ -268,6 +271,7 @@ class TextLines:
                 )
                 if lines:
                     yield lines
+                self.failure = failure
                 return
             fed += len(data)
             # A character cut by the chunk boundary is checked whole.
@@ -329,3 +333,40 @@ def sniff_delimiter(line: str) -> str:
         elif not quoted and char in counts:
             counts[char] += 1
     return max(counts, key=lambda delimiter: counts[delimiter])
+
+
+_SAVE_AS_UTF8 = "Save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+
+
+def decode_failure_message(failure: DecodeFailure, encoding: str, asked: str) -> str:
+    """What went wrong, and what to do: for a file that is not UTF-8, the encoding that
+    reads it (Excel on Windows saves "CSV" in cp1252), with its line read that way.
+
+    ``encoding`` is the one read, ``asked`` the one the options named (the default may
+    have read UTF-16 by its BOM).
+    """
+    where = f"byte {failure.offset:,} (line {failure.line})"
+    stopped = f"{where} cannot be decoded ({failure.reason}); reading stopped there."
+    if asked != DEFAULT_ENCODING:
+        return (
+            f"the file is not valid {asked}: {stopped} Check that {asked} is the file's"
+            " encoding, or save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+        )
+    if encoding == "utf-16":
+        return f"the file is not valid UTF-16: {stopped} {_SAVE_AS_UTF8}"
+    guess = "cp1252"
+    try:
+        after = failure.after.decode(guess)
+    except UnicodeDecodeError:
+        # Bytes cp1252 leaves undefined: latin-1 reads any byte.
+        guess, after = "latin-1", failure.after.decode("latin-1")
+    shown = (failure.before + after).strip()
+    reads = f" (line {failure.line} then reads {_cut(shown)!r})" if shown else ""
+    return (
+        f"the file is not valid UTF-8: {stopped} {_SAVE_AS_UTF8}, or pass encoding={guess}"
+        f" if that is how it was saved{reads}"
+    )
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
