@@ -11,8 +11,10 @@ needs pytest.
 
 from __future__ import annotations
 
-from ._core import CHAOS_OPERATIONS, OPERATIONS, Chaos, DirectoryStats, Fault, Operation
+from ._chaos import CHAOS_OPERATIONS, Chaos
+from ._core import DirectoryStats
 from ._fake import FakeDirectory
+from ._faults import OPERATIONS, Fault, Operation
 from ._rules import LIMIT_MODES, LimitMode
 
 __all__ = [

@@ -33,7 +33,8 @@ from hospital_bulk.exceptions import (
     ThrottledError,
 )
 
-from ._core import ONE_CLIENT, OPERATIONS, DirectoryCore, DirectoryStats, Fault, Operation
+from ._core import ONE_CLIENT, DirectoryCore, DirectoryStats
+from ._faults import OPERATIONS, Fault, Operation
 from ._rules import LIMIT_MODES, UNPARSABLE, Answer, LimitMode, Lost, NotSent
 
 __all__ = [
