@@ -235,7 +235,8 @@ class UpstreamCalls:
         is set. One waiter at a time probes; when it leaves without an answer (its run
         stopped, its deadline came), the next one takes over."""
         outage = self.outage
-        with anyio.move_on_at(deadline):
+        # move_on_after, not move_on_at: the latter is newer than our anyio floor.
+        with anyio.move_on_after(deadline - anyio.current_time()):
             while outage.active:
                 if stop is not None and stop.is_set():
                     raise StopRequestedError
