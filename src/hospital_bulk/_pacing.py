@@ -65,10 +65,9 @@ class SlidingLog:
     def try_take(self) -> float:
         """Take one and return 0, or return how long to wait before asking again."""
         now, takes = self._clock(), self._takes
-        if len(takes) == takes.maxlen:
-            wait = takes[0] + self._span - now
-            if wait > 0:
-                return wait
+        nth_previous = takes[0] if len(takes) == takes.maxlen else None
+        if (wait := sliding_wait(nth_previous, self._span, now)) > 0:
+            return wait
         takes.append(now)  # the deque drops the oldest
         return 0.0
 

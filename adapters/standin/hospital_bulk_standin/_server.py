@@ -337,13 +337,21 @@ def _directory(request: Request) -> FakeDirectory:
     return cast(DirectoryApp, request.app).directory
 
 
-async def _inject(request: Request) -> Response:
+async def _json_object(request: Request) -> dict[str, Any] | Response:
+    """The request's JSON object, or the 422 that says it is none."""
     try:
         body = await request.json()
     except ValueError:
         return _invalid("the body must be JSON")
     if not isinstance(body, dict):
         return _invalid("the body must be a JSON object")
+    return body
+
+
+async def _inject(request: Request) -> Response:
+    body = await _json_object(request)
+    if isinstance(body, Response):
+        return body
     faults = [fault.value for fault in Fault]
     raw_fault, operation = body.get("fault"), body.get("operation", "create")
     times, name = body.get("times", 1), body.get("name")
@@ -376,11 +384,10 @@ async def _inject(request: Request) -> Response:
 
 
 async def _outage(request: Request) -> Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        return _invalid("the body must be JSON")
-    seconds = body.get("seconds") if isinstance(body, dict) else None
+    body = await _json_object(request)
+    if isinstance(body, Response):
+        return body
+    seconds = body.get("seconds")
     if not _seconds(seconds):
         return _invalid(f"seconds must be a number of seconds, not {seconds!r}")
     _directory(request).outage(seconds)
@@ -413,12 +420,9 @@ async def _chaos(request: Request) -> Response:
         directory.stop_chaos()
         return Response(status_code=204)
     if request.method == "PUT":
-        try:
-            body = await request.json()
-        except ValueError:
-            return _invalid("the body must be JSON")
-        if not isinstance(body, dict):
-            return _invalid("the body must be a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
         text, seed = body.get("chaos"), body.get("seed", 0)
         if text is not None and not isinstance(text, str):
             return _invalid(f"chaos must be a string like 'throttle=0.1,hold=0.1:3', not {text!r}")
