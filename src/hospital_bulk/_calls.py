@@ -221,8 +221,9 @@ class UpstreamCalls:
 
     async def _announce(self, error: DirectoryError | None, delay: float) -> None:
         """Tell every run, whatever becomes of the call that noticed: shielded, so that
-        a cancelled caller cannot leave some runs thinking the directory is away."""
-        if self._on_outage is not None:
+        a cancelled caller cannot leave some runs thinking the directory is away. A
+        notice overtaken by a newer one (the outage ended, or began again) is dropped."""
+        if self._on_outage is not None and (error is not None) == self.outage.active:
             with anyio.CancelScope(shield=True):
                 await self._on_outage(error, delay)
 

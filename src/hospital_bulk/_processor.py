@@ -390,9 +390,6 @@ class BulkProcessor:
             await run.announce_throttle(round(delay, 3))
 
     async def _broadcast_directory(self, error: DirectoryError | None, delay: float) -> None:
-        # Every job of this processor calls the same directory: all of them wait. A
-        # notice overtaken by a newer one (the outage ended, or began again) is stale.
-        if (error is not None) != self.calls.outage.active:
-            return
+        # Every job of this processor calls the same directory: all of them wait.
         for run in list(self._runs.values()):
             await run.announce_directory(error, delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import os
@@ -91,6 +92,13 @@ def example_records() -> list[tuple[str, str, str | None]]:
     """(name, address, phone) of each row of the bundled file."""
     rows = csv.DictReader(io.StringIO(example_csv().decode()))
     return [(row["name"], row["address"], row["phone"] or None) for row in rows]
+
+
+def copies_upstream(
+    hospitals: list[dict[str, object]],
+) -> collections.Counter[tuple[object, object, object]]:
+    """How many hospitals the directory holds per (name, address, phone)."""
+    return collections.Counter((h["name"], h["address"], h["phone"]) for h in hospitals)
 
 
 def upstream_hospitals(base_url: str) -> list[dict[str, object]]:

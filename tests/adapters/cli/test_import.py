@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hospital_bulk_cli import app
 from tests.servers import UvicornServer
 
-from .conftest import FAST, example_records, inject, upstream_hospitals
+from .conftest import FAST, copies_upstream, example_records, inject, upstream_hospitals
 
 
 def events_of(stdout: str) -> list[dict[str, Any]]:
@@ -173,9 +173,7 @@ def test_against_the_standin_on_a_socket_the_upstream_holds_the_file(
 
     assert 0 == result.exit_code, result.output
     hospitals = upstream_hospitals(standin.url)
-    assert collections.Counter(example_records()) == collections.Counter(
-        (h["name"], h["address"], h["phone"]) for h in hospitals
-    )
+    assert collections.Counter(example_records()) == copies_upstream(hospitals)
     assert all(hospital["active"] for hospital in hospitals)
 
 
