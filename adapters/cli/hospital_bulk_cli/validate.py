@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
 from hospital_bulk import CsvOptions, validate_csv
+from hospital_bulk.csv import delimiter_char, encoding_name
 
 from .errors import CliError, Exit, handles_errors
 from .output import print_json, print_report, report_data, stdout
@@ -32,22 +34,19 @@ FileArgument = Annotated[
 ]
 
 
-def _encoding(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return CsvOptions(encoding=value).encoding
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+def _checked(spell: Callable[[str], str]) -> Callable[[str | None], str | None]:
+    """A typer callback: the value as ``spell`` writes it; one it refuses is a usage
+    error naming the option."""
 
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return spell(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
 
-def _delimiter(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return CsvOptions(delimiter=value).delimiter
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    return check
 
 
 EncodingOption = Annotated[
@@ -56,7 +55,7 @@ EncodingOption = Annotated[
         "--encoding",
         metavar="NAME",
         show_default=False,
-        callback=_encoding,
+        callback=_checked(encoding_name),
         help="The file's text encoding, e.g. cp1252 (Excel's CSV on Windows) or latin-1."
         " Default: UTF-8, or UTF-16 when the file starts with its byte order mark.",
     ),
@@ -67,7 +66,7 @@ DelimiterOption = Annotated[
         "--delimiter",
         metavar="CHAR",
         show_default=False,
-        callback=_delimiter,
+        callback=_checked(delimiter_char),
         help="The character between values, e.g. ';' or '|' ('tab' for a tab). Default:"
         " ',', ';' or tab, whichever the first line has most of.",
     ),

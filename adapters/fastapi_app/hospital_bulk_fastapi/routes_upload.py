@@ -17,7 +17,8 @@ from fastapi import APIRouter, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator
 
-from hospital_bulk import CsvOptions, Job, JobConflictError, JobState, Run, StoreError
+from hospital_bulk import Job, JobConflictError, JobState, Run, StoreError
+from hospital_bulk.csv import delimiter_char, encoding_name
 
 from .deps import AcceptingJobs, Preferences, Service, ServiceDep, parse_prefer
 from .errors import responses, store_failed_during_job
@@ -50,11 +51,11 @@ PreferParam = Annotated[
 
 def _encoding(value: str | None) -> str | None:
     """Python's name of the encoding; a ValueError (a 422 naming the parameter) if none."""
-    return None if value is None else CsvOptions(encoding=value).encoding
+    return None if value is None else encoding_name(value)
 
 
 def _delimiter(value: str | None) -> str | None:
-    return None if value is None else CsvOptions(delimiter=value).delimiter
+    return None if value is None else delimiter_char(value)
 
 
 EncodingParam = Annotated[
